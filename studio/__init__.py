@@ -1,0 +1,1 @@
+"""Stable Diffusion studio: one model manager shared by every tab of a Gradio app."""

@@ -1,0 +1,71 @@
+"""The Studio: the one object app.py makes and every tab calls. It holds no per-user state.
+
+Each request names its preset, so two users of one server can use different models; the managers
+share one lock, so GPU work is serialised across them.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections import OrderedDict
+
+from studio.generate import Result, StepCallback, run_txt2img
+from studio.models import ModelManager
+from studio.outputs import OutputStore
+from studio.presets import Preset, available_presets, load_preset
+from studio.requests import Txt2ImgRequest
+from studio.settings import Settings
+
+
+class Studio:
+    def __init__(self, settings: Settings, max_loaded_presets: int = 1):
+        self.settings = settings
+        self.default_preset = load_preset(settings.preset, settings.presets_dir)  # fails fast on a bad name
+        self.outputs = OutputStore(settings.outputs_dir)
+        self._gpu_lock = threading.RLock()
+        self._managers: OrderedDict[str, ModelManager] = OrderedDict()
+        self._max_loaded = max_loaded_presets
+
+    def preset_names(self) -> list[str]:
+        return available_presets(self.settings.presets_dir)
+
+    def preset(self, name: str | None = None) -> Preset:
+        if not name or name == self.default_preset.name:
+            return self.default_preset
+        return load_preset(name, self.settings.presets_dir)
+
+    def manager(self, preset_name: str | None = None) -> ModelManager:
+        """The manager of a preset, made on first use. Only `max_loaded_presets` stay loaded:
+        switching to another preset lets the least recently used one go, so two model families
+        never sit in GPU memory at once by accident."""
+        preset = self.preset(preset_name)
+        with self._gpu_lock:
+            if preset.name in self._managers:
+                self._managers.move_to_end(preset.name)
+                return self._managers[preset.name]
+            while len(self._managers) >= self._max_loaded:
+                self._managers.popitem(last=False)
+                _free_memory()
+            manager = ModelManager(preset, self.settings.models_dir, self.settings.device, lock=self._gpu_lock)
+            self._managers[preset.name] = manager
+            return manager
+
+    def txt2img(
+        self,
+        request: Txt2ImgRequest,
+        preset: str | None = None,
+        on_step: StepCallback | None = None,
+        stop: threading.Event | None = None,
+    ) -> Result:
+        manager = self.manager(preset)
+        request.validate(manager.preset.limits)
+        return run_txt2img(manager, request, self.outputs, on_step, stop)
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,39 @@
+"""Stop buttons that stop only their own user's job.
+
+A1111's Interrupt sets one global flag, so anyone's click stops everyone's job. Here each running
+job has its own Event, keyed by the browser session (or API client) that started it.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class JobBoard:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stops: dict[str, threading.Event] = {}
+
+    @contextmanager
+    def running(self, owner: str) -> Iterator[threading.Event]:
+        """Register a job of `owner` for its duration; yields the Event its Stop button sets."""
+        stop = threading.Event()
+        with self._lock:
+            self._stops[owner] = stop
+        try:
+            yield stop
+        finally:
+            with self._lock:
+                if self._stops.get(owner) is stop:
+                    del self._stops[owner]
+
+    def stop(self, owner: str) -> bool:
+        """Ask `owner`'s running job to stop at its next step. False when it has none."""
+        with self._lock:
+            stop = self._stops.get(owner)
+        if stop is None:
+            return False
+        stop.set()
+        return True

@@ -1,0 +1,131 @@
+"""The model manager: loads a preset's weights once and lends each request a pipeline built on them.
+
+    with manager.pipeline("txt2img", sampler="Euler a") as pipe:
+        images = pipe(...).images
+
+Every task pipeline is derived from the one base pipeline with `from_pipe`, so the UNet, VAE and
+text encoder exist once in memory whatever tab asks. Each request gets its own scheduler (they keep
+per-run state) and all GPU work runs under one lock (pipelines are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from studio import tiny
+from studio.errors import ModelUnavailableError
+from studio.presets import Preset
+from studio.samplers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+# family -> task -> diffusers pipeline class name
+TASK_PIPELINES = {
+    "sd": {"txt2img": "StableDiffusionPipeline"},
+    "sdxl": {"txt2img": "StableDiffusionXLPipeline"},
+}
+
+
+def pick_device(requested: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """The device to run on and its dtype: CUDA fp16, Apple MPS fp16, else CPU fp32."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailableError("--device cuda was asked for, but PyTorch sees no CUDA GPU. Use --device cpu.")
+    dtype = torch.float32 if device.type == "cpu" else torch.float16
+    return device, dtype
+
+
+def _pipeline_class(name: str):
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+class ModelManager:
+    """Owns one preset's weights on one device."""
+
+    def __init__(self, preset: Preset, models_dir: Path, device: str = "auto", lock: threading.RLock | None = None):
+        self.preset = preset
+        self.models_dir = models_dir
+        self.device, self.dtype = pick_device(device)
+        # One lock around all GPU work; shared between managers when the studio holds several.
+        self._lock = lock or threading.RLock()
+        self._base = None
+
+    @property
+    def base_id(self) -> str:
+        return self.preset.models["base"]
+
+    @property
+    def loaded(self) -> bool:
+        return self._base is not None
+
+    def resolve(self, role: str) -> str:
+        """Hub id or local folder for `role`. `./x` in a preset means `<models_dir>/x`."""
+        ref = self.preset.model(role)
+        if ref is None:
+            raise ModelUnavailableError(
+                f"The preset '{self.preset.name}' has no {role} model, so this tab is not available with it. "
+                f"Add '{role}' under [models] in presets/{self.preset.name}.toml or pick another preset."
+            )
+        if self.preset.build == "tiny":
+            tiny.ensure_built(self.models_dir / "tiny")
+        if ref.startswith("./"):
+            return str(self.models_dir / ref[2:])
+        return ref
+
+    def _from_pretrained(self, loader, role: str, **kwargs):
+        ref = self.resolve(role)
+        variant = self.preset.variant if self.dtype == torch.float16 else None
+        try:
+            return loader(ref, dtype=self.dtype, variant=variant, **kwargs)
+        except (OSError, ValueError) as exc:  # not cached and not downloadable, or a broken folder
+            log.warning("loading %s (%s) failed: %s", role, ref, exc)
+            raise ModelUnavailableError(
+                f"Could not load the {role} model '{ref}' of preset '{self.preset.name}': it is neither in the "
+                "local cache nor downloadable right now. Connect to the internet once so it is downloaded "
+                "and cached, or point the preset at a local folder (or set HF_HOME / --models to where the "
+                "models are), or start with --preset tiny to work offline."
+            ) from None
+
+    def base_pipeline(self):
+        """The base text-to-image pipeline, loaded on first use."""
+        with self._lock:
+            if self._base is None:
+                cls = _pipeline_class(TASK_PIPELINES[self.preset.family]["txt2img"])
+                kwargs = {"safety_checker": None, "requires_safety_checker": False} if self.preset.family == "sd" else {}
+                pipe = self._from_pretrained(cls.from_pretrained, "base", **kwargs)
+                pipe.to(self.device)
+                pipe.set_progress_bar_config(disable=True)
+                self._base = pipe
+                log.info("loaded %s on %s (%s)", self.base_id, self.device, self.dtype)
+            return self._base
+
+    @contextmanager
+    def pipeline(self, task: str, sampler: str) -> Iterator:
+        """Lend a pipeline for `task` that shares the base weights and has its own scheduler."""
+        with self._lock:
+            base = self.base_pipeline()
+            cls = _pipeline_class(TASK_PIPELINES[self.preset.family][task])
+            scheduler = make_scheduler(sampler, base.scheduler.config)
+            # dtype= is needed: without it from_pipe upcasts the shared modules to fp32 (diffusers #12754).
+            pipe = cls.from_pipe(base, scheduler=scheduler, dtype=base.dtype)
+            pipe.set_progress_bar_config(disable=True)
+            yield pipe
+
+    def generator(self, seed: int) -> torch.Generator:
+        # Seeds are drawn on the CPU so the same seed gives the same noise on every device.
+        return torch.Generator("cpu").manual_seed(seed)

@@ -1,0 +1,48 @@
+"""Saving results: PNG files with the A1111 `parameters` chunk, written atomically.
+
+Layout like A1111's: `<outputs>/<task>/<YYYY-MM-DD>/<nnnnn>-<seed>.png`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from datetime import date
+from pathlib import Path
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from studio.metadata import PNG_KEY
+
+_NUMBERED = re.compile(r"^(\d{5})-")
+
+
+class OutputStore:
+    def __init__(self, root: Path):
+        self.root = root
+        self._lock = threading.Lock()  # numbering must not race between concurrent saves
+
+    def _next_number(self, folder: Path) -> int:
+        numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _NUMBERED.match(p.name))]
+        return max(numbers, default=0) + 1
+
+    def save(self, image: Image.Image, infotext: str, task: str, seed: int) -> Path:
+        """Write `image` as PNG with `infotext`; the file appears whole or not at all."""
+        folder = self.root / task / date.today().isoformat()
+        folder.mkdir(parents=True, exist_ok=True)
+        info = PngInfo()
+        info.add_text(PNG_KEY, infotext)
+        with self._lock:
+            path = folder / f"{self._next_number(folder):05d}-{seed}.png"
+            fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=folder)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    image.save(handle, format="PNG", pnginfo=info)
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        return path

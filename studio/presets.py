@@ -1,0 +1,187 @@
+"""Model presets: `presets/<name>.toml` files naming the models, defaults and limits of a family.
+
+A preset is data only. Unknown keys and wrong types are errors that name the file and the key,
+so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.errors import PresetError
+
+FAMILIES = ("sd", "sdxl")
+
+# Roles a preset can fill; each tab needs one of them. "control.*" are the ControlNets.
+ROLES = ("base", "inpaint", "instruct", "control.scribble", "control.openpose", "pose_annotator", "preview_vae")
+
+# The schema: key -> expected type, or a nested table. `float` also accepts integers.
+_SCHEMA: dict = {
+    "title": str,
+    "description": str,
+    "family": str,
+    "build": str,
+    "variant": str,
+    "models": {
+        "base": str,
+        "inpaint": str,
+        "instruct": str,
+        "pose_annotator": str,
+        "preview_vae": str,
+        "control": {"scribble": str, "openpose": str},
+    },
+    "defaults": {
+        "steps": int,
+        "guidance_scale": float,
+        "width": int,
+        "height": int,
+        "sampler": str,
+        "negative_prompt": str,
+    },
+    "limits": {
+        "max_width": int,
+        "max_height": int,
+        "max_steps": int,
+        "max_batch_size": int,
+        "max_batch_count": int,
+    },
+}
+_REQUIRED = ("title", "family", "models.base")
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number"}
+_BUILDERS = ("tiny",)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    steps: int = 25
+    guidance_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    sampler: str = "DPM++ 2M Karras"
+    negative_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_width: int = 1024
+    max_height: int = 1024
+    max_steps: int = 150
+    max_batch_size: int = 8
+    max_batch_count: int = 16
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    family: str
+    models: dict[str, str]
+    defaults: Defaults = field(default_factory=Defaults)
+    limits: Limits = field(default_factory=Limits)
+    description: str = ""
+    build: str | None = None  # "tiny": the models are built from code on first use
+    variant: str | None = None  # e.g. "fp16": which weight files to fetch in half precision
+
+    def model(self, role: str) -> str | None:
+        """The hub id or folder for `role`, or None when this preset has no model for it."""
+        return self.models.get(role)
+
+
+def _check_types(table: dict, schema: dict, path: Path, prefix: str = "") -> None:
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            allowed = ", ".join(f"{prefix}{k}" for k in schema)
+            raise PresetError(f"{path}: unknown key '{dotted}' (allowed here: {allowed})")
+        expected = schema[key]
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise PresetError(f"{path}: '{dotted}' must be a table ([{dotted}])")
+            _check_types(value, expected, path, f"{dotted}.")
+            continue
+        ok = isinstance(value, expected) and not isinstance(value, bool)
+        if expected is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise PresetError(
+                f"{path}: '{dotted}' must be {_TYPE_NAMES[expected]}, got {type(value).__name__} {value!r}"
+            )
+
+
+def _lookup(table: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(table, dict) or part not in table:
+            return None
+        table = table[part]
+    return table
+
+
+def _flatten_models(models: dict) -> dict[str, str]:
+    flat = {k: v for k, v in models.items() if k != "control"}
+    flat.update({f"control.{k}": v for k, v in models.get("control", {}).items()})
+    return flat
+
+
+def _check_positive(values: dict, path: Path, section: str) -> None:
+    for key, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0 and key != "guidance_scale":
+            raise PresetError(f"{path}: '{section}.{key}' must be greater than 0, got {value}")
+
+
+def parse_preset(path: Path) -> Preset:
+    """Read and validate one preset file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise PresetError(f"{path}: not valid TOML ({exc})") from None
+    _check_types(data, _SCHEMA, path)
+    for dotted in _REQUIRED:
+        if _lookup(data, dotted) is None:
+            raise PresetError(f"{path}: missing required key '{dotted}'")
+    if data["family"] not in FAMILIES:
+        raise PresetError(f"{path}: 'family' must be one of {', '.join(FAMILIES)}, got {data['family']!r}")
+    if data.get("build") is not None and data["build"] not in _BUILDERS:
+        raise PresetError(f"{path}: 'build' must be one of {', '.join(_BUILDERS)}, got {data['build']!r}")
+    defaults = data.get("defaults", {})
+    limits = data.get("limits", {})
+    _check_positive(defaults, path, "defaults")
+    _check_positive(limits, path, "limits")
+    preset = Preset(
+        name=path.stem,
+        title=data["title"],
+        family=data["family"],
+        models=_flatten_models(data["models"]),
+        defaults=Defaults(**defaults),
+        limits=Limits(**limits),
+        description=data.get("description", ""),
+        build=data.get("build"),
+        variant=data.get("variant"),
+    )
+    _check_defaults_within_limits(preset, path)
+    return preset
+
+
+def _check_defaults_within_limits(preset: Preset, path: Path) -> None:
+    d, lim = preset.defaults, preset.limits
+    if d.steps > lim.max_steps:
+        raise PresetError(f"{path}: 'defaults.steps' ({d.steps}) is above 'limits.max_steps' ({lim.max_steps})")
+    for side in ("width", "height"):
+        value, limit = getattr(d, side), getattr(lim, f"max_{side}")
+        if value % 8 or value > limit:
+            raise PresetError(
+                f"{path}: 'defaults.{side}' ({value}) must be a multiple of 8 and at most 'limits.max_{side}' ({limit})"
+            )
+
+
+def available_presets(presets_dir: Path) -> list[str]:
+    return sorted(p.stem for p in presets_dir.glob("*.toml"))
+
+
+def load_preset(name: str, presets_dir: Path) -> Preset:
+    """Load a preset by name; the name can never reach outside `presets_dir`."""
+    names = available_presets(presets_dir)
+    if name not in names:
+        raise PresetError(f"Unknown preset '{name}'. Available presets: {', '.join(names) or '(none)'}.")
+    return parse_preset(presets_dir / f"{name}.toml")
