@@ -37,5 +37,6 @@ def build(studio) -> gr.Blocks:
                 scale=2,
             )
         with gr.Tabs():
-            txt2img.create_tab(studio, preset_box, jobs, widest_limits(studio))
+            fit_txt2img, txt2img_sliders = txt2img.create_tab(studio, preset_box, jobs, widest_limits(studio))
+        demo.load(fit_txt2img, inputs=preset_box, outputs=txt2img_sliders, api_visibility="private", queue=False)
     return demo

@@ -33,9 +33,11 @@ def run_safely(work):
         raise gr.Error(f"Generation failed ({type(exc).__name__}: {exc}). The studio is still running.") from None
 
 
-def create_tab(studio, preset_box: gr.Dropdown, jobs: JobBoard, caps) -> None:
-    """`caps`: the widest limits over all presets (slider ranges); each preset's own limits are
-    checked on the server when a request arrives."""
+def create_tab(studio, preset_box: gr.Dropdown, jobs: JobBoard, caps):
+    """Build the tab. `caps`: the widest limits over all presets, the sliders' static range (API
+    calls may name any preset); each preset's own limits are checked when a request arrives.
+
+    Returns (fn, outputs) that fit the sliders to a preset, for the page's load event."""
     d = studio.default_preset.defaults
     with gr.Tab("Text to Image", id="txt2img"):
         with gr.Row(equal_height=True):
@@ -66,6 +68,26 @@ def create_tab(studio, preset_box: gr.Dropdown, jobs: JobBoard, caps) -> None:
                                      object_fit="contain")
                 info = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id="txt2img-info")
                 infotexts = gr.State([])
+
+    def apply_preset(name):
+        """A new preset brings its own defaults and limits (sd-turbo wants 2 steps and CFG 0)."""
+        try:
+            preset = studio.preset(name)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        d, lim = preset.defaults, preset.limits
+        return (
+            gr.update(value=d.steps, maximum=lim.max_steps),
+            gr.update(value=d.width, maximum=lim.max_width),
+            gr.update(value=d.height, maximum=lim.max_height),
+            gr.update(value=min(1, lim.max_batch_size), maximum=lim.max_batch_size),
+            gr.update(value=1, maximum=lim.max_batch_count),
+            gr.update(value=d.guidance_scale),
+            gr.update(value=d.sampler),
+        )
+
+    preset_outputs = [steps, width, height, batch_size, batch_count, guidance, sampler]
+    preset_box.change(apply_preset, inputs=preset_box, outputs=preset_outputs, api_visibility="private", queue=False)
 
     def txt2img(prompt, negative_prompt, steps, guidance_scale, width, height, seed, sampler,
                 batch_size=1, batch_count=1, preset=None, request: gr.Request = None, progress=gr.Progress()):
@@ -114,3 +136,4 @@ def create_tab(studio, preset_box: gr.Dropdown, jobs: JobBoard, caps) -> None:
         return int(seed_text) if seed_text and seed_text.isdigit() and int(seed_text) <= MAX_SEED else -1
 
     reuse_seed.click(seed_of, inputs=info, outputs=seed, api_visibility="private", queue=False)
+    return apply_preset, preset_outputs

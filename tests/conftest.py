@@ -1,0 +1,74 @@
+"""Shared fixtures: one tiny model set per test session, a Studio on it, and a live server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+# Before anything imports huggingface_hub or gradio: never reach for the network in tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _gradio_temp(tmp_path_factory):
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """The tiny models, built once per session (about 10 s) through the project's own builder."""
+    from studio import tiny
+
+    root = Path(os.environ.get("STUDIO_TEST_MODELS") or tmp_path_factory.mktemp("models"))
+    tiny.ensure_built(root / "tiny")
+    return root
+
+
+@pytest.fixture(scope="session")
+def settings(models_dir, tmp_path_factory):
+    from studio.settings import Settings
+
+    return Settings(preset="tiny", models_dir=models_dir, outputs_dir=tmp_path_factory.mktemp("outputs"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def studio(settings):
+    from studio.core import Studio
+
+    return Studio(settings)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(studio, settings):
+    """The real Gradio app on a free loopback port; yields its URL."""
+    from studio.ui import CSS, build
+
+    demo = build(studio)
+    demo.queue(max_size=settings.queue_size)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                allowed_paths=[str(settings.outputs_dir)], css=CSS)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)

@@ -1,0 +1,45 @@
+"""app.py as a user runs it: flags, a bad preset, and a start-up that loads no weights."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tests.conftest import REPO, free_port
+
+
+def run_app(*args, env=None, **kwargs):
+    return subprocess.Popen([sys.executable, str(REPO / "app.py"), *args], cwd=REPO, env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_unknown_preset_exits_with_a_clear_message():
+    proc = run_app("--preset", "nope")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "Unknown preset 'nope'. Available presets: sd-turbo, sd15, sdxl, tiny." in out
+    assert "Traceback" not in out
+
+
+def test_page_comes_up_without_loading_any_weights(tmp_path):
+    models = tmp_path / "models"
+    port = free_port()
+    proc = run_app("--preset", "tiny", "--port", str(port), "--outputs", str(tmp_path / "out"),
+                   "--models", str(models), "--device", "cpu")
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "the page did not come up"
+                time.sleep(0.5)
+        # The page is up and nothing was loaded or built: the first generation does that.
+        assert not models.exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

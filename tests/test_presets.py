@@ -1,0 +1,106 @@
+from pathlib import Path
+
+import pytest
+
+from studio.errors import ModelUnavailableError, PresetError
+from studio.presets import available_presets, load_preset, parse_preset
+from studio.settings import REPO_ROOT
+
+PRESETS = REPO_ROOT / "presets"
+
+
+def write(tmp_path: Path, text: str, name: str = "custom") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = 'title = "Mine"\nfamily = "sd"\n[models]\nbase = "org/model"\n'
+
+
+def test_shipped_presets_all_parse():
+    assert {"sd15", "sdxl", "sd-turbo", "tiny"} <= set(available_presets(PRESETS))
+    for name in available_presets(PRESETS):
+        preset = load_preset(name, PRESETS)
+        assert preset.model("base")
+    assert load_preset("sd15", PRESETS).model("control.openpose") == "lllyasviel/control_v11p_sd15_openpose"
+    turbo = load_preset("sd-turbo", PRESETS)
+    assert turbo.defaults.guidance_scale == 0 and turbo.defaults.steps <= 4
+
+
+def test_minimal_preset_gets_defaults(tmp_path):
+    preset = parse_preset(write(tmp_path, MINIMAL))
+    assert preset.name == "custom" and preset.defaults.width == 512 and preset.limits.max_steps == 150
+    assert preset.model("inpaint") is None
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = write(tmp_path, MINIMAL + "[defaults]\nstepz = 20\n")
+    with pytest.raises(PresetError) as err:
+        parse_preset(path)
+    assert str(path) in str(err.value) and "defaults.stepz" in str(err.value)
+
+
+def test_unknown_top_level_and_model_role(tmp_path):
+    with pytest.raises(PresetError, match="unknown key 'colour'"):
+        parse_preset(write(tmp_path, 'colour = "red"\n' + MINIMAL))
+    with pytest.raises(PresetError, match="models.control.canny"):
+        parse_preset(write(tmp_path, MINIMAL + '[models.control]\ncanny = "x/y"\n'))
+
+
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ('[defaults]\nsteps = "twenty"\n', "defaults.steps"),
+        ("[defaults]\nwidth = 512.5\n", "defaults.width"),
+        ("[limits]\nmax_batch_size = true\n", "limits.max_batch_size"),
+        ("[defaults]\nsampler = 3\n", "defaults.sampler"),
+    ],
+)
+def test_wrong_type_names_file_and_key(tmp_path, extra, key):
+    path = write(tmp_path, MINIMAL + extra)
+    with pytest.raises(PresetError) as err:
+        parse_preset(path)
+    assert str(path) in str(err.value) and f"'{key}' must be" in str(err.value)
+
+
+def test_float_accepts_integer(tmp_path):
+    assert parse_preset(write(tmp_path, MINIMAL + "[defaults]\nguidance_scale = 5\n")).defaults.guidance_scale == 5
+
+
+def test_missing_base_bad_family_and_bad_toml(tmp_path):
+    with pytest.raises(PresetError, match="missing required key 'models.base'"):
+        parse_preset(write(tmp_path, 'title = "x"\nfamily = "sd"\n[models]\ninpaint = "a/b"\n'))
+    with pytest.raises(PresetError, match="'family' must be one of"):
+        parse_preset(write(tmp_path, MINIMAL.replace('"sd"', '"flux"')))
+    with pytest.raises(PresetError, match="not valid TOML"):
+        parse_preset(write(tmp_path, "title = \n"))
+
+
+def test_defaults_must_fit_limits(tmp_path):
+    with pytest.raises(PresetError, match="defaults.steps"):
+        parse_preset(write(tmp_path, MINIMAL + "[defaults]\nsteps = 80\n[limits]\nmax_steps = 50\n"))
+    with pytest.raises(PresetError, match="multiple of 8"):
+        parse_preset(write(tmp_path, MINIMAL + "[defaults]\nwidth = 500\n"))
+
+
+def test_unknown_preset_lists_the_available_ones():
+    with pytest.raises(PresetError) as err:
+        load_preset("nope", PRESETS)
+    assert "Unknown preset 'nope'" in str(err.value) and "sd15" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["../presets/sd15", "/etc/passwd", "sd15.toml", ""])
+def test_preset_names_cannot_escape_the_folder(name):
+    with pytest.raises(PresetError, match="Unknown preset"):
+        load_preset(name, PRESETS)
+
+
+def test_missing_role_says_which_tab_and_preset(tmp_path):
+    from studio.models import ModelManager
+
+    manager = ModelManager(load_preset("sd-turbo", PRESETS), tmp_path, device="cpu")
+    with pytest.raises(ModelUnavailableError) as err:
+        manager.resolve("inpaint")
+    message = str(err.value)
+    assert "sd-turbo" in message and "inpaint" in message and "this tab is not available" in message

@@ -1,0 +1,56 @@
+"""The running app, called over HTTP with gradio_client as an API user would."""
+
+import numpy as np
+import pytest
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+GOOD = dict(prompt="a lighthouse", negative_prompt="", steps=3, guidance_scale=7, width=64, height=64,
+            seed=11, sampler="Euler a", batch_size=2, api_name="/txt2img")
+
+
+def call(client, **change):
+    return client.predict(**{**GOOD, **change})
+
+
+def test_txt2img_endpoint_takes_keyword_arguments(client):
+    names = [p["parameter_name"] for p in client.view_api(return_format="dict")["named_endpoints"]["/txt2img"]["parameters"]]
+    assert names[:9] == ["prompt", "negative_prompt", "steps", "guidance_scale", "width", "height", "seed",
+                         "sampler", "batch_size"]
+
+
+def test_txt2img_returns_png_files_with_parameters(client):
+    gallery, infotext = call(client)
+    assert len(gallery) == 2
+    assert infotext.startswith("a lighthouse\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 11, Size: 64x64")
+    for item, seed in zip(gallery, (11, 12)):
+        with Image.open(item["image"]) as image:
+            assert image.format == "PNG" and image.size == (64, 64)
+            assert f"Seed: {seed}," in image.info["parameters"]
+
+
+def test_same_seed_over_the_api_gives_the_same_image(client):
+    first, _ = call(client, batch_size=1)
+    second, _ = call(client, batch_size=1)
+    with Image.open(first[0]["image"]) as a, Image.open(second[0]["image"]) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"width": 100}, "Width must be a multiple of 8, got 100: use 96 or 104."),
+        ({"steps": 0}, "Steps must be between 1 and"),
+        ({"steps": 51}, "Steps must be between 1 and 50"),  # above the tiny preset's own limit
+        ({"batch_size": 5}, "Batch size must be between 1 and 4"),
+        ({"batch_size": 100}, "Batch size must be between 1 and"),
+        ({"preset": "nope"}, "Unknown preset 'nope'. Available presets:"),
+    ],
+)
+def test_bad_input_gets_a_clear_message_and_the_server_keeps_serving(client, change, message):
+    with pytest.raises(AppError) as err:
+        call(client, **change)
+    assert message in str(err.value)
+    assert "Traceback" not in str(err.value)
+    gallery, _ = call(client, batch_size=1)  # the next request works
+    assert len(gallery) == 1
