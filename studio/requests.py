@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from PIL import Image
+
 from studio.errors import RequestError
+from studio.imaging import RESIZE_MODES, check_image, round8
 from studio.metadata import format_infotext, parse_infotext
 from studio.presets import Limits
 from studio.samplers import SAMPLER_NAMES
@@ -24,13 +27,13 @@ def _check_int(label: str, value) -> int:
 
 
 @dataclass(frozen=True)
-class Txt2ImgRequest:
-    prompt: str
+class GenerationRequest:
+    """Settings every task shares. Subclasses add their own and extend `validate` / `infotext_extra`."""
+
+    prompt: str = ""
     negative_prompt: str = ""
     steps: int = 20
     guidance_scale: float = 7.0
-    width: int = 512
-    height: int = 512
     seed: int = -1  # -1: pick a random seed; the seed used is reported and stored
     sampler: str = "Euler a"
     batch_size: int = 1
@@ -44,15 +47,6 @@ class Txt2ImgRequest:
         steps = _check_int("Steps", self.steps)
         _check_range("Steps", steps, 1, limits.max_steps, " Lower the number of steps.")
         _check_range("CFG scale", self.guidance_scale, 0, 30)
-        for label, value, limit in (
-            ("Width", self.width, limits.max_width),
-            ("Height", self.height, limits.max_height),
-        ):
-            value = _check_int(label, value)
-            if value % 8:
-                lower, upper = value // 8 * 8, value // 8 * 8 + 8
-                raise RequestError(f"{label} must be a multiple of 8, got {value}: use {lower or 8} or {upper}.")
-            _check_range(label, value, 64, limit)
         seed = _check_int("Seed", self.seed)
         if seed != -1:
             _check_range("Seed", seed, 0, MAX_SEED, " Use -1 for a random seed.")
@@ -61,17 +55,208 @@ class Txt2ImgRequest:
         _check_range("Batch size", _check_int("Batch size", self.batch_size), 1, limits.max_batch_size)
         _check_range("Batch count", _check_int("Batch count", self.batch_count), 1, limits.max_batch_count)
 
-    def infotext(self, seed: int, model: str, extra: dict | None = None) -> str:
+    def infotext_extra(self) -> dict:
+        """The task's own settings, written after the common ones (A1111 names)."""
+        return {}
+
+    def infotext(self, seed: int, model: str, size: tuple[int, int], steps: int | None = None) -> str:
         params = {
-            "Steps": self.steps,
+            "Steps": self.steps if steps is None else steps,
             "Sampler": self.sampler,
             "CFG scale": float(self.guidance_scale),
             "Seed": seed,
-            "Size": f"{self.width}x{self.height}",
+            "Size": f"{size[0]}x{size[1]}",
             "Model": model,
         }
-        params.update(extra or {})
+        params.update(self.infotext_extra())
         return format_infotext(self.prompt, self.negative_prompt, params)
+
+
+def _check_size(width, height, limits: Limits) -> None:
+    for label, value, limit in (("Width", width, limits.max_width), ("Height", height, limits.max_height)):
+        value = _check_int(label, value)
+        if value % 8:
+            lower, upper = value // 8 * 8, value // 8 * 8 + 8
+            raise RequestError(f"{label} must be a multiple of 8, got {value}: use {lower or 8} or {upper}.")
+        _check_range(label, value, 64, limit)
+
+
+@dataclass(frozen=True)
+class Txt2ImgRequest(GenerationRequest):
+    width: int = 512
+    height: int = 512
+
+    task = "txt2img"
+
+    def validate(self, limits: Limits) -> None:
+        super().validate(limits)
+        _check_size(self.width, self.height, limits)
+
+
+def _check_strength(value: float) -> None:
+    _check_range("Denoising strength", value, 0, 1)
+
+
+@dataclass(frozen=True)
+class Img2ImgRequest(GenerationRequest):
+    """SDEdit: noise the image by `strength`, then denoise it towards the prompt."""
+
+    image: Image.Image | None = None
+    strength: float = 0.75
+    resize_mode: str = "Keep size"
+    width: int = 512  # used by the two "Resize" modes
+    height: int = 512
+
+    task = "img2img"
+
+    def validate(self, limits: Limits) -> None:
+        super().validate(limits)
+        check_image(self.image)
+        _check_strength(self.strength)
+        if self.resize_mode not in RESIZE_MODES:
+            raise RequestError(f"Unknown resize mode {self.resize_mode!r}. Choose one of: {', '.join(RESIZE_MODES)}.")
+        if self.resize_mode != "Keep size":
+            _check_size(self.width, self.height, limits)
+
+    def infotext_extra(self) -> dict:
+        return {"Denoising strength": float(self.strength), "Resize mode": self.resize_mode}
+
+
+INPAINT_AREAS = ("Whole picture", "Only masked")
+
+
+@dataclass(frozen=True)
+class InpaintRequest(GenerationRequest):
+    """Repaint where the mask is white; everything outside the (blurred) mask comes back unchanged."""
+
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    invert_mask: bool = False
+    mask_blur: int = 4
+    inpaint_area: str = "Whole picture"
+    padding: int = 32  # "Only masked": context around the mask, in pixels
+    strength: float = 1.0
+
+    task = "inpaint"
+
+    def validate(self, limits: Limits) -> None:
+        super().validate(limits)
+        check_image(self.image)
+        if self.mask is None:
+            raise RequestError("Paint over the area to change (or upload a mask) first: the mask is empty.")
+        _check_strength(self.strength)
+        _check_range("Mask blur", _check_int("Mask blur", self.mask_blur), 0, 64)
+        _check_range("Only masked padding", _check_int("Only masked padding", self.padding), 0, 256)
+        if self.inpaint_area not in INPAINT_AREAS:
+            raise RequestError(f"Unknown inpaint area {self.inpaint_area!r}. Choose one of: {', '.join(INPAINT_AREAS)}.")
+
+    def infotext_extra(self) -> dict:
+        extra = {"Denoising strength": float(self.strength), "Mask blur": self.mask_blur}
+        if self.invert_mask:
+            extra["Mask mode"] = "Inpaint not masked"
+        if self.inpaint_area == "Only masked":
+            extra["Inpaint area"] = "Only masked"
+            extra["Masked area padding"] = self.padding
+        return extra
+
+
+OUTPAINT_FILLS = ("Edge colours", "Noise")
+
+
+@dataclass(frozen=True)
+class OutpaintRequest(GenerationRequest):
+    """Grow the canvas by the given margins and paint only the new area."""
+
+    image: Image.Image | None = None
+    left: int = 0
+    right: int = 0
+    up: int = 0
+    down: int = 0
+    fill: str = "Edge colours"
+    mask_blur: int = 8
+
+    task = "outpaint"
+
+    def validate(self, limits: Limits) -> None:
+        super().validate(limits)
+        image = check_image(self.image)
+        margins = {"Left": self.left, "Right": self.right, "Up": self.up, "Down": self.down}
+        for label, value in margins.items():
+            value = _check_int(f"{label} extension", value)
+            if value < 0 or value % 8:
+                raise RequestError(f"{label} extension must be a multiple of 8 and not negative, got {value}.")
+        if not any(margins.values()):
+            raise RequestError("Choose how far to extend the image: every extension is 0.")
+        if self.fill not in OUTPAINT_FILLS:
+            raise RequestError(f"Unknown outpaint fill {self.fill!r}. Choose one of: {', '.join(OUTPAINT_FILLS)}.")
+        _check_range("Mask blur", _check_int("Mask blur", self.mask_blur), 0, 64)
+        width, height = round8(image.width) + self.left + self.right, round8(image.height) + self.up + self.down
+        if width > limits.max_width or height > limits.max_height:
+            raise RequestError(
+                f"The outpainted image would be {width}x{height}; this preset allows at most "
+                f"{limits.max_width}x{limits.max_height}. Extend less or start from a smaller image."
+            )
+
+    def infotext_extra(self) -> dict:
+        return {"Mask blur": self.mask_blur, "Outpaint": f"left {self.left}, right {self.right}, up {self.up}, "
+                f"down {self.down}, fill {self.fill}"}
+
+
+@dataclass(frozen=True)
+class InstructRequest(GenerationRequest):
+    """InstructPix2Pix: edit the image as the prompt says ("make it winter")."""
+
+    image: Image.Image | None = None
+    image_guidance_scale: float = 1.5
+
+    task = "instruct"
+
+    def validate(self, limits: Limits) -> None:
+        super().validate(limits)
+        check_image(self.image)
+        if not 1 <= self.image_guidance_scale <= 10:
+            raise RequestError(
+                f"Image CFG scale must be between 1 and 10, got {self.image_guidance_scale:g}: below 1 the "
+                "image is ignored. Raise it to keep more of the input."
+            )
+
+    def infotext_extra(self) -> dict:
+        return {"Image CFG scale": float(self.image_guidance_scale)}
+
+
+CONTROL_MODES = ("scribble", "openpose")
+
+
+@dataclass(frozen=True)
+class ControlRequest(Txt2ImgRequest):
+    """Text to Image steered by a ControlNet map: a scribble (white on black) or an OpenPose skeleton."""
+
+    control_image: Image.Image | None = None
+    control_mode: str = "scribble"
+    conditioning_scale: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+
+    task = "control"
+
+    def validate(self, limits: Limits) -> None:
+        super().validate(limits)
+        check_image(self.control_image, "Control image")
+        if self.control_mode not in CONTROL_MODES:
+            raise RequestError(f"Unknown control mode {self.control_mode!r}. Choose one of: {', '.join(CONTROL_MODES)}.")
+        _check_range("Control weight", self.conditioning_scale, 0, 2)
+        _check_range("Guidance start", self.guidance_start, 0, 1)
+        _check_range("Guidance end", self.guidance_end, 0, 1)
+        if self.guidance_start >= self.guidance_end:
+            raise RequestError(
+                f"Guidance start ({self.guidance_start:g}) must be below guidance end ({self.guidance_end:g})."
+            )
+
+    def infotext_extra(self) -> dict:
+        return {
+            "ControlNet": f"{self.control_mode}, weight {self.conditioning_scale:g}, "
+            f"start {self.guidance_start:g}, end {self.guidance_end:g}"
+        }
 
 
 def txt2img_settings_from_infotext(text: str) -> dict:

@@ -1,0 +1,132 @@
+"""Image and mask helpers shared by the editing tasks: pure Pillow/NumPy, no models."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from studio.errors import RequestError
+
+# Pillow's decompression-bomb guard: refuse images over 64 megapixels before decoding them.
+Image.MAX_IMAGE_PIXELS = 8192 * 8192
+MIN_SIDE = 16
+
+RESIZE_MODES = ("Keep size", "Resize and crop", "Resize and pad")
+
+
+def check_image(image: Image.Image | None, label: str = "Image") -> Image.Image:
+    """An input image in RGB, or a message saying what is wrong with it."""
+    if image is None:
+        raise RequestError(f"{label}: upload an image first.")
+    if not isinstance(image, Image.Image):
+        raise RequestError(f"{label}: expected an image, got {type(image).__name__}.")
+    if min(image.size) < MIN_SIDE:
+        raise RequestError(
+            f"{label} is {image.width}x{image.height} pixels; it must be at least {MIN_SIDE}x{MIN_SIDE}."
+        )
+    return image.convert("RGB")
+
+
+def round8(value: int) -> int:
+    return max(8, int(value) // 8 * 8)
+
+
+def fit_within(image: Image.Image, max_width: int, max_height: int) -> tuple[Image.Image, str | None]:
+    """Downscale (keeping the aspect ratio) to fit the limits; sides become multiples of 8.
+    Returns the image and a note for the user when it had to change size."""
+    width, height = image.size
+    scale = min(1.0, max_width / width, max_height / height)
+    target = (round8(width * scale), round8(height * scale))
+    if target == image.size:
+        return image, None
+    note = None
+    if scale < 1:
+        note = f"The image was {width}x{height}; it was scaled down to {target[0]}x{target[1]} to fit this preset's limits."
+    return image.resize(target, Image.Resampling.LANCZOS), note
+
+
+def resize_image(image: Image.Image, mode: str, width: int, height: int) -> Image.Image:
+    """A1111's resize modes: scale to cover and centre-crop, or scale to fit and pad with edges."""
+    if mode == "Resize and crop":
+        scale = max(width / image.width, height / image.height)
+        scaled = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
+                              Image.Resampling.LANCZOS)
+        left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
+        return scaled.crop((left, top, left + width, top + height))
+    if mode == "Resize and pad":
+        scale = min(width / image.width, height / image.height)
+        inner = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.LANCZOS)
+        left, top = (width - inner.width) // 2, (height - inner.height) // 2
+        array = np.asarray(inner)
+        pad = ((top, height - inner.height - top), (left, width - inner.width - left), (0, 0))
+        return Image.fromarray(np.pad(array, pad, mode="edge"))
+    raise RequestError(f"Unknown resize mode {mode!r}. Choose one of: {', '.join(RESIZE_MODES)}.")
+
+
+def mask_from_editor(value: dict | None) -> Image.Image | None:
+    """The painted mask of a `gr.ImageEditor` value: white where any layer has paint."""
+    if not value or not value.get("layers"):
+        return None
+    alpha = None
+    for layer in value["layers"]:
+        if layer is None:
+            continue
+        layer_alpha = np.asarray(layer.convert("RGBA"))[..., 3] > 0
+        alpha = layer_alpha if alpha is None else alpha | layer_alpha
+    return None if alpha is None else Image.fromarray((alpha * 255).astype(np.uint8))
+
+
+def prepare_mask(mask: Image.Image, size: tuple[int, int], invert: bool = False) -> Image.Image:
+    """A binary L mask (255 = repaint) at `size`. Any mode is accepted: alpha masks count where
+    painted, others where bright. A mask of another size is resized to the image."""
+    if mask.mode in ("RGBA", "LA") and np.asarray(mask)[..., -1].min() < 255:
+        array = np.asarray(mask)[..., -1] > 0
+    else:
+        array = np.asarray(mask.convert("L")) >= 128
+    binary = Image.fromarray((array * 255).astype(np.uint8))
+    if binary.size != size:
+        binary = binary.resize(size, Image.Resampling.NEAREST)
+    if invert:
+        binary = Image.fromarray(255 - np.asarray(binary))
+    return binary
+
+
+def blur_mask(mask: Image.Image, radius: int) -> Image.Image:
+    """Feather the mask outwards: the painted area stays fully white, the soft edge grows outside it."""
+    if radius <= 0:
+        return mask
+    grown = mask.filter(ImageFilter.MaxFilter(2 * radius + 1))
+    blurred = grown.filter(ImageFilter.GaussianBlur(radius / 2))
+    return Image.fromarray(np.maximum(np.asarray(blurred), np.asarray(mask)))
+
+
+def paste_back(original: Image.Image, generated: Image.Image, mask: Image.Image) -> Image.Image:
+    """Blend generated pixels in where the mask is set; where it is 0 the original comes back exactly."""
+    weight = np.asarray(mask, dtype=np.float32)[..., None] / 255.0
+    source = np.asarray(original.convert("RGB"), dtype=np.float32)
+    result = np.asarray(generated.convert("RGB").resize(original.size), dtype=np.float32)
+    blended = np.rint(source * (1 - weight) + result * weight).astype(np.uint8)
+    untouched = weight[..., 0] == 0
+    blended[untouched] = np.asarray(original.convert("RGB"))[untouched]
+    return Image.fromarray(blended)
+
+
+def extend_canvas(image: Image.Image, left: int, right: int, up: int, down: int, fill: str, seed: int):
+    """Outpaint canvas: the image grown by the given margins, the new area filled with its edge
+    colours or with noise, and the mask of the new area (255) as an L image."""
+    array = np.asarray(image.convert("RGB"))
+    pad = ((up, down), (left, right), (0, 0))
+    if fill == "Edge colours":
+        canvas = np.pad(array, pad, mode="edge")
+    elif fill == "Noise":
+        canvas = np.pad(array, pad, mode="edge")
+        noise = np.random.default_rng(seed).integers(0, 256, canvas.shape, dtype=np.uint8)
+        outside = np.ones(canvas.shape[:2], dtype=bool)
+        outside[up:up + image.height, left:left + image.width] = False
+        canvas[outside] = noise[outside]
+    else:
+        raise RequestError(f"Unknown outpaint fill {fill!r}. Choose 'Edge colours' or 'Noise'.")
+    mask = np.full(canvas.shape[:2], 255, dtype=np.uint8)
+    mask[up:up + image.height, left:left + image.width] = 0
+    return Image.fromarray(canvas), Image.fromarray(mask)
