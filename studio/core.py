@@ -10,11 +10,14 @@ import gc
 import threading
 from collections import OrderedDict
 
-from studio.generate import Result, StepCallback, run_txt2img
+from studio.control import poses_from_detection
+from studio.errors import RequestError
+from studio.generate import Result, StepCallback, run
+from studio.imaging import check_image
 from studio.models import ModelManager
 from studio.outputs import OutputStore
 from studio.presets import Preset, available_presets, load_preset
-from studio.requests import Txt2ImgRequest
+from studio.requests import GenerationRequest
 from studio.settings import Settings
 
 
@@ -51,16 +54,25 @@ class Studio:
             self._managers[preset.name] = manager
             return manager
 
-    def txt2img(
+    def generate(
         self,
-        request: Txt2ImgRequest,
+        request: GenerationRequest,
         preset: str | None = None,
         on_step: StepCallback | None = None,
         stop: threading.Event | None = None,
     ) -> Result:
+        """Run any task's request with the preset it names (the server's default when None)."""
         manager = self.manager(preset)
         request.validate(manager.preset.limits)
-        return run_txt2img(manager, request, self.outputs, on_step, stop)
+        return run(manager, request, self.outputs, on_step, stop)
+
+    def detect_pose(self, photo, preset: str | None = None) -> dict:
+        """OpenPose keypoints of the people in a photo, as editable pose JSON."""
+        photo = check_image(photo, "Photo")
+        results = self.manager(preset).detect_poses(photo)
+        if not results:
+            raise RequestError("No person was found in the photo. Try one where the whole body is visible.")
+        return poses_from_detection(results, photo.width, photo.height)
 
 
 def _free_memory() -> None:

@@ -1,4 +1,7 @@
-"""Runs a validated request on a pipeline lent by the model manager, and saves the results."""
+"""Runs a validated request on a pipeline lent by the model manager, and saves the results.
+
+The same loop serves every task: the task's Plan (studio/tasks.py) says what differs.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from PIL import Image
 
 from studio.models import ModelManager
 from studio.outputs import OutputStore
-from studio.requests import MAX_SEED, Txt2ImgRequest
+from studio.requests import MAX_SEED, GenerationRequest
+from studio.tasks import PLANNERS, Plan
 
 # on_step(done, total): called after every denoising step, across the whole batch count.
 StepCallback = Callable[[int, int], None]
@@ -24,7 +28,12 @@ class Result:
     paths: list[Path] = field(default_factory=list)
     infotexts: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # things the user should know (an image was resized)
     stopped: bool = False  # the user pressed Stop; only batches that finished are kept
+
+
+class _Stopped(Exception):
+    """Raised from the step callback to leave the denoising loop at once."""
 
 
 def resolve_seed(seed: int) -> int:
@@ -33,7 +42,8 @@ def resolve_seed(seed: int) -> int:
 
 def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Event | None):
     """A diffusers `callback_on_step_end` that reports progress over several pipeline calls and
-    ends the denoising loop early when this job's Stop event is set."""
+    leaves the loop when this job's Stop event is set (every pipeline honours an exception,
+    not all of them check `_interrupt`)."""
     done = 0
 
     def callback(pipe, step, timestep, kwargs):
@@ -42,46 +52,64 @@ def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Eve
         if on_step is not None:
             on_step(done, total)
         if stop is not None and stop.is_set():
-            pipe._interrupt = True  # diffusers checks this before the next step
+            raise _Stopped
         return kwargs
 
     return callback
 
 
-def run_txt2img(
+def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seeds: list[list[int]],
+             on_step: StepCallback | None, stop: threading.Event | None) -> tuple[list[Image.Image], bool]:
+    """Run every batch; returns the images of the batches that finished and whether Stop cut in."""
+    images: list[Image.Image] = []
+    callback = _step_callback(on_step, plan.steps_run * request.batch_count, stop)
+    with manager.pipeline(plan.task, request.sampler, plan.control_mode) as pipe:
+        for batch_seeds in seeds:
+            try:
+                output = pipe(
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt or None,
+                    num_inference_steps=request.steps,
+                    guidance_scale=request.guidance_scale,
+                    num_images_per_prompt=request.batch_size,
+                    # One generator per image, so each can be made again alone from its own seed.
+                    generator=[manager.generator(s) for s in batch_seeds],
+                    callback_on_step_end=callback,
+                    **plan.inputs,
+                )
+            except _Stopped:
+                return images, True
+            images += output.images
+    return images, False
+
+
+def run(
     manager: ModelManager,
-    request: Txt2ImgRequest,
+    request: GenerationRequest,
     outputs: OutputStore,
     on_step: StepCallback | None = None,
     stop: threading.Event | None = None,
 ) -> Result:
+    plan = PLANNERS[request.task](request, manager.preset.limits)
     first_seed = resolve_seed(request.seed)
-    result = Result()
-    callback = _step_callback(on_step, request.steps * request.batch_count, stop)
-    with manager.pipeline("txt2img", request.sampler) as pipe:
-        for batch in range(request.batch_count):
-            # Image k of the whole run uses seed + k, as in A1111, each from its own generator,
-            # so any image can be reproduced alone from the seed stored with it.
-            seeds = [(first_seed + batch * request.batch_size + i) % (MAX_SEED + 1) for i in range(request.batch_size)]
-            output = pipe(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt or None,
-                num_inference_steps=request.steps,
-                guidance_scale=request.guidance_scale,
-                width=request.width,
-                height=request.height,
-                num_images_per_prompt=request.batch_size,
-                generator=[manager.generator(s) for s in seeds],
-                callback_on_step_end=callback,
-            )
-            if stop is not None and stop.is_set():
-                result.stopped = True  # this batch was cut short: its images are not what was asked
-                break
-            result.images += output.images
-            result.seeds += seeds
-    # Saving happens after the GPU lock is released, so the next job can start meanwhile.
-    for image, seed in zip(result.images, result.seeds):
-        infotext = request.infotext(seed=seed, model=manager.base_id)
+    # Image k of the whole run uses seed + k, as in A1111.
+    seeds = [
+        [(first_seed + batch * request.batch_size + i) % (MAX_SEED + 1) for i in range(request.batch_size)]
+        for batch in range(request.batch_count)
+    ]
+    if plan.passthrough is not None:
+        images, stopped = [plan.passthrough.copy() for _ in range(request.batch_size * request.batch_count)], False
+    else:
+        images, stopped = _denoise(manager, request, plan, seeds, on_step, stop)
+    result = Result(notes=plan.notes, stopped=stopped)
+    model = manager.model_name(plan.task)
+    # Finishing and saving happen after the GPU lock is released, so the next job can start.
+    for image, seed in zip(images, [s for batch in seeds for s in batch]):
+        if plan.finish is not None:
+            image = plan.finish(image)
+        infotext = request.infotext(seed=seed, model=model, size=image.size, steps_run=plan.steps_run)
+        result.images.append(image)
+        result.seeds.append(seed)
         result.infotexts.append(infotext)
         result.paths.append(outputs.save(image, infotext, request.task, seed))
     return result

@@ -27,9 +27,22 @@ log = logging.getLogger(__name__)
 
 # family -> task -> diffusers pipeline class name
 TASK_PIPELINES = {
-    "sd": {"txt2img": "StableDiffusionPipeline"},
-    "sdxl": {"txt2img": "StableDiffusionXLPipeline"},
+    "sd": {
+        "txt2img": "StableDiffusionPipeline",
+        "img2img": "StableDiffusionImg2ImgPipeline",
+        "inpaint": "StableDiffusionInpaintPipeline",
+        "instruct": "StableDiffusionInstructPix2PixPipeline",
+        "control": "StableDiffusionControlNetPipeline",
+    },
+    "sdxl": {
+        "txt2img": "StableDiffusionXLPipeline",
+        "img2img": "StableDiffusionXLImg2ImgPipeline",
+        "inpaint": "StableDiffusionXLInpaintPipeline",
+        "instruct": "StableDiffusionXLInstructPix2PixPipeline",
+        "control": "StableDiffusionXLControlNetPipeline",
+    },
 }
+ANNOTATOR_FILES = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
 
 
 def pick_device(requested: str = "auto") -> tuple[torch.device, torch.dtype]:
@@ -64,6 +77,7 @@ class ModelManager:
         # One lock around all GPU work; shared between managers when the studio holds several.
         self._lock = lock or threading.RLock()
         self._base = None
+        self._components: dict[str, object] = {}  # inpaint/instruct UNets, ControlNets, the annotator
 
     @property
     def base_id(self) -> str:
@@ -91,7 +105,13 @@ class ModelManager:
         ref = self.resolve(role)
         variant = self.preset.variant if self.dtype == torch.float16 else None
         try:
-            return loader(ref, dtype=self.dtype, variant=variant, **kwargs)
+            try:
+                return loader(ref, dtype=self.dtype, variant=variant, **kwargs)
+            except (OSError, ValueError):
+                if variant is None:
+                    raise
+                # Not every repository ships the fp16 files: fall back to the full-precision ones.
+                return loader(ref, dtype=self.dtype, **kwargs)
         except (OSError, ValueError) as exc:  # not cached and not downloadable, or a broken folder
             log.warning("loading %s (%s) failed: %s", role, ref, exc)
             raise ModelUnavailableError(
@@ -114,17 +134,88 @@ class ModelManager:
                 log.info("loaded %s on %s (%s)", self.base_id, self.device, self.dtype)
             return self._base
 
+    def component(self, role: str):
+        """A specialised model (inpaint/instruct UNet, a ControlNet), loaded on first use."""
+        with self._lock:
+            if role not in self._components:
+                from diffusers import ControlNetModel, UNet2DConditionModel
+
+                if role.startswith("control."):
+                    model = self._from_pretrained(ControlNetModel.from_pretrained, role)
+                else:  # inpaint / instruct: a full pipeline repository, of which only the UNet differs
+                    model = self._from_pretrained(UNet2DConditionModel.from_pretrained, role, subfolder="unet")
+                self._components[role] = model.to(self.device)
+                log.info("loaded %s model %s", role, self.preset.model(role))
+            return self._components[role]
+
+    def annotator(self):
+        """The OpenPose detector of controlnet-aux, from the preset's folder or hub id."""
+        with self._lock:
+            if "pose_annotator" not in self._components:
+                self._components["pose_annotator"] = self._load_annotator()
+            return self._components["pose_annotator"]
+
+    def detect_poses(self, photo):
+        """controlnet-aux PoseResults (body keypoints, normalised) of the people in a PIL photo."""
+        import numpy as np
+
+        detector = self.annotator()
+        with self._lock:
+            return detector.detect_poses(np.asarray(photo.convert("RGB")))
+
+    def _load_annotator(self):
+        ref = self.resolve("pose_annotator")
+        folder = Path(ref)
+        if folder.is_dir():
+            missing = [name for name in ANNOTATOR_FILES if not (folder / name).is_file()]
+            if missing:
+                raise ModelUnavailableError(
+                    f"The OpenPose annotator weights are missing from '{folder}': {', '.join(missing)}. "
+                    "Download them from lllyasviel/Annotators into that folder, or upload a ready "
+                    "skeleton image or edit a pose instead of detecting one."
+                )
+        from controlnet_aux import OpenposeDetector
+
+        try:
+            detector = OpenposeDetector.from_pretrained(ref)
+        except (OSError, ValueError) as exc:
+            log.warning("loading pose annotator %s failed: %s", ref, exc)
+            raise ModelUnavailableError(
+                f"Could not load the OpenPose annotator '{ref}' ({', '.join(ANNOTATOR_FILES)}): it is not cached "
+                "and could not be downloaded. Connect to the internet once, point pose_annotator at a folder "
+                "holding those files, or upload a ready skeleton image instead of detecting one."
+            ) from None
+        return detector.to(self.device)
+
     @contextmanager
-    def pipeline(self, task: str, sampler: str) -> Iterator:
-        """Lend a pipeline for `task` that shares the base weights and has its own scheduler."""
+    def pipeline(self, task: str, sampler: str, control_mode: str | None = None) -> Iterator:
+        """Lend a pipeline for `task` that shares the base weights and has its own scheduler.
+
+        inpaint uses the preset's inpaint UNet when it has one, else the base UNet (diffusers runs
+        both); instruct needs the instruct UNet; control adds the ControlNet of `control_mode`."""
         with self._lock:
             base = self.base_pipeline()
+            overrides = {}
+            if task == "inpaint" and self.preset.model("inpaint"):
+                overrides["unet"] = self.component("inpaint")
+            elif task == "instruct":
+                overrides["unet"] = self.component("instruct")
+            elif task == "control":
+                overrides["controlnet"] = self.component(f"control.{control_mode}")
             cls = _pipeline_class(TASK_PIPELINES[self.preset.family][task])
             scheduler = make_scheduler(sampler, base.scheduler.config)
             # dtype= is needed: without it from_pipe upcasts the shared modules to fp32 (diffusers #12754).
-            pipe = cls.from_pipe(base, scheduler=scheduler, dtype=base.dtype)
+            pipe = cls.from_pipe(base, scheduler=scheduler, dtype=base.dtype, **overrides)
             pipe.set_progress_bar_config(disable=True)
             yield pipe
+
+    def model_name(self, task: str, control_mode: str | None = None) -> str:
+        """The model id a task's images are made with, for their infotext."""
+        if task == "inpaint" and self.preset.model("inpaint"):
+            return self.preset.models["inpaint"]
+        if task == "instruct":
+            return self.preset.models.get("instruct", self.base_id)
+        return self.base_id
 
     def generator(self, seed: int) -> torch.Generator:
         # Seeds are drawn on the CPU so the same seed gives the same noise on every device.

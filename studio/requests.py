@@ -59,9 +59,9 @@ class GenerationRequest:
         """The task's own settings, written after the common ones (A1111 names)."""
         return {}
 
-    def infotext(self, seed: int, model: str, size: tuple[int, int], steps: int | None = None) -> str:
+    def infotext(self, seed: int, model: str, size: tuple[int, int], steps_run: int | None = None) -> str:
         params = {
-            "Steps": self.steps if steps is None else steps,
+            "Steps": self.steps,
             "Sampler": self.sampler,
             "CFG scale": float(self.guidance_scale),
             "Seed": seed,
@@ -69,6 +69,8 @@ class GenerationRequest:
             "Model": model,
         }
         params.update(self.infotext_extra())
+        if steps_run is not None and steps_run != self.steps:
+            params["Steps run"] = steps_run  # img2img/inpaint run round(steps x strength) of them
         return format_infotext(self.prompt, self.negative_prompt, params)
 
 

@@ -5,7 +5,7 @@ from studio.requests import Txt2ImgRequest, txt2img_settings_from_infotext
 def test_infotext_matches_the_a1111_layout():
     request = Txt2ImgRequest(prompt="a cat", negative_prompt="blurry", steps=20, guidance_scale=7.0,
                              width=512, height=768, sampler="Euler a")
-    text = request.infotext(seed=1234, model="stable-diffusion-v1-5/stable-diffusion-v1-5")
+    text = request.infotext(seed=1234, model="stable-diffusion-v1-5/stable-diffusion-v1-5", size=(512, 768))
     assert text == (
         "a cat\nNegative prompt: blurry\n"
         "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 512x768, "
@@ -16,7 +16,7 @@ def test_infotext_matches_the_a1111_layout():
 def test_round_trip_gives_back_the_settings():
     request = Txt2ImgRequest(prompt="castle, at night,\nwide shot", negative_prompt="low quality, text",
                              steps=33, guidance_scale=6.5, width=640, height=384, sampler="DPM++ 2M Karras")
-    settings = txt2img_settings_from_infotext(request.infotext(seed=42, model="m"))
+    settings = txt2img_settings_from_infotext(request.infotext(seed=42, model="m", size=(640, 384)))
     assert settings == {
         "prompt": "castle, at night,\nwide shot", "negative_prompt": "low quality, text", "steps": 33,
         "guidance_scale": 6.5, "seed": 42, "width": 640, "height": 384, "sampler": "DPM++ 2M Karras",

@@ -21,37 +21,37 @@ def request(**change) -> Txt2ImgRequest:
 
 
 def test_same_request_and_seed_give_identical_pixels(studio):
-    first = studio.txt2img(request())
-    second = studio.txt2img(request())
+    first = studio.generate(request())
+    second = studio.generate(request())
     assert np.array_equal(pixels(first.images[0]), pixels(second.images[0]))
 
 
 def test_different_seeds_and_prompts_differ(studio):
-    base = pixels(studio.txt2img(request(seed=1)).images[0])
-    assert np.abs(base - pixels(studio.txt2img(request(seed=2)).images[0])).mean() > 1
-    assert np.abs(base - pixels(studio.txt2img(request(seed=1, prompt="blue sky")).images[0])).mean() > 0.1
+    base = pixels(studio.generate(request(seed=1)).images[0])
+    assert np.abs(base - pixels(studio.generate(request(seed=2)).images[0])).mean() > 1
+    assert np.abs(base - pixels(studio.generate(request(seed=1, prompt="blue sky")).images[0])).mean() > 0.1
 
 
 def test_batch_gives_n_images_with_consecutive_reproducible_seeds(studio):
-    result = studio.txt2img(request(seed=100, batch_size=3, batch_count=2))
+    result = studio.generate(request(seed=100, batch_size=3, batch_count=2))
     assert len(result.images) == len(result.paths) == 6
     assert result.seeds == [100, 101, 102, 103, 104, 105]
     # Any image of a batch can be made again alone from the seed stored with it.
-    alone = studio.txt2img(request(seed=104))
+    alone = studio.generate(request(seed=104))
     assert np.abs(pixels(alone.images[0]) - pixels(result.images[4])).max() <= 2
 
 
 def test_random_seed_is_reported_and_reproduces(studio):
-    result = studio.txt2img(request(seed=-1))
+    result = studio.generate(request(seed=-1))
     seed = result.seeds[0]
     assert 0 <= seed < 2**32 and f"Seed: {seed}," in result.infotexts[0]
-    again = studio.txt2img(request(seed=seed))
+    again = studio.generate(request(seed=seed))
     assert np.array_equal(pixels(result.images[0]), pixels(again.images[0]))
 
 
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)
 def test_every_sampler_runs(studio, sampler):
-    result = studio.txt2img(request(sampler=sampler, width=72, height=64))
+    result = studio.generate(request(sampler=sampler, width=72, height=64))
     image = result.images[0]
     assert image.size == (72, 64)
     assert pixels(image).std() > 0  # not a blank image
@@ -59,7 +59,7 @@ def test_every_sampler_runs(studio, sampler):
 
 
 def test_output_png_carries_the_parameters_chunk(studio, settings):
-    result = studio.txt2img(request(negative_prompt="blurry", seed=31))
+    result = studio.generate(request(negative_prompt="blurry", seed=31))
     path = result.paths[0]
     assert path.suffix == ".png" and settings.outputs_dir in path.parents
     with Image.open(path) as saved:
@@ -72,7 +72,7 @@ def test_output_png_carries_the_parameters_chunk(studio, settings):
 
 def test_progress_reports_every_step_of_every_batch(studio):
     seen = []
-    studio.txt2img(request(steps=5, batch_count=2), on_step=lambda done, total: seen.append((done, total)))
+    studio.generate(request(steps=5, batch_count=2), on_step=lambda done, total: seen.append((done, total)))
     assert seen == [(i, 10) for i in range(1, 11)]
 
 
@@ -85,7 +85,7 @@ def test_stop_ends_the_job_early_and_keeps_no_cut_short_image(studio):
         if done == 2:
             stop.set()
 
-    result = studio.txt2img(request(steps=20, batch_count=3), on_step=on_step, stop=stop)
+    result = studio.generate(request(steps=20, batch_count=3), on_step=on_step, stop=stop)
     assert result.stopped and result.images == [] and result.paths == []
     assert max(seen) == 2  # the loop ended right after the step that saw Stop
 
@@ -102,7 +102,7 @@ def test_weights_load_once_and_tasks_share_them(studio):
 
 def test_limits_are_checked_against_the_preset(studio):
     with pytest.raises(RequestError, match="Steps must be between 1 and 50"):
-        studio.txt2img(request(steps=51))
+        studio.generate(request(steps=51))
 
 
 def test_model_not_cached_says_which_and_how_to_fix(settings, tmp_path):
@@ -110,7 +110,7 @@ def test_model_not_cached_says_which_and_how_to_fix(settings, tmp_path):
 
     offline = Studio(settings)
     with pytest.raises(ModelUnavailableError) as err:
-        offline.txt2img(request(), preset="sd15")
+        offline.generate(request(), preset="sd15")
     message = str(err.value)
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in message
     assert "--preset tiny" in message and "Connect to the internet once" in message

@@ -98,7 +98,7 @@ def create_tab(studio, preset_box: gr.Dropdown, jobs: JobBoard, caps):
         )
         progress(0, desc="Starting")
         with jobs.running(job_owner(request)) as stop_event:
-            result = run_safely(lambda: studio.txt2img(
+            result = run_safely(lambda: studio.generate(
                 req, preset=preset, stop=stop_event,
                 on_step=lambda done, total: progress((done, total), desc="Generating", unit="steps"),
             ))
