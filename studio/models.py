@@ -24,6 +24,9 @@ from studio.presets import Preset
 from studio.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
+# from_pipe(dtype=...) calls .to(dtype) on shared modules, which logs a float32 warning on every
+# request even when nothing is cast; it is noise here, the dtype never changes.
+logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 
 # family -> task -> diffusers pipeline class name
 TASK_PIPELINES = {
@@ -193,6 +196,8 @@ class ModelManager:
 
         inpaint uses the preset's inpaint UNet when it has one, else the base UNet (diffusers runs
         both); instruct needs the instruct UNet; control adds the ControlNet of `control_mode`."""
+        for role in self.roles_needed(task, control_mode):
+            self.resolve(role)  # a tab whose model the preset lacks says so before anything loads
         with self._lock:
             base = self.base_pipeline()
             overrides = {}
@@ -208,6 +213,14 @@ class ModelManager:
             pipe = cls.from_pipe(base, scheduler=scheduler, dtype=base.dtype, **overrides)
             pipe.set_progress_bar_config(disable=True)
             yield pipe
+
+    def roles_needed(self, task: str, control_mode: str | None = None) -> list[str]:
+        roles = ["base"]
+        if task == "instruct":
+            roles.append("instruct")
+        elif task == "control":
+            roles.append(f"control.{control_mode}")
+        return roles
 
     def model_name(self, task: str, control_mode: str | None = None) -> str:
         """The model id a task's images are made with, for their infotext."""

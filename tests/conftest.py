@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -35,9 +36,17 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(models_dir, tmp_path_factory):
-    from studio.settings import Settings
+    """Settings on the tiny preset. The presets are a copy of the shipped ones plus
+    `tiny-base-inpaint`: tiny without an inpaint model, so inpaint runs on the 4-channel base UNet."""
+    from studio.settings import REPO_ROOT, Settings
 
-    return Settings(preset="tiny", models_dir=models_dir, outputs_dir=tmp_path_factory.mktemp("outputs"), device="cpu")
+    presets = tmp_path_factory.mktemp("presets")
+    for path in (REPO_ROOT / "presets").glob("*.toml"):
+        shutil.copy(path, presets)
+    tiny_text = (presets / "tiny.toml").read_text()
+    (presets / "tiny-base-inpaint.toml").write_text(tiny_text.replace('inpaint = "./tiny/inpaint"\n', ""))
+    return Settings(preset="tiny", models_dir=models_dir, outputs_dir=tmp_path_factory.mktemp("outputs"),
+                    presets_dir=presets, device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +81,9 @@ def client(server):
     from gradio_client import Client
 
     return Client(server, verbose=False)
+
+
+
+@pytest.fixture(scope="session")
+def base_inpaint_preset() -> str:
+    return "tiny-base-inpaint"
