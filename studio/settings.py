@@ -27,6 +27,10 @@ class Settings:
     device: str = "auto"  # auto | cuda | mps | cpu (or cuda:1, ...)
     queue_size: int = 32
 
+    def __post_init__(self):
+        for key in ("outputs_dir", "models_dir", "presets_dir"):
+            object.__setattr__(self, key, Path(getattr(self, key)).expanduser().resolve())
+
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
         """Settings from STUDIO_* variables, then explicit `overrides` (flags) on top."""
@@ -44,7 +48,4 @@ class Settings:
         for key in ("port", "queue_size"):
             if key in values:
                 values[key] = int(values[key])
-        for key in ("outputs_dir", "models_dir", "presets_dir"):
-            if key in values:
-                values[key] = Path(values[key]).expanduser().resolve()
         return cls(**values)

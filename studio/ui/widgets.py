@@ -1,8 +1,9 @@
-"""Small Gradio helpers shared by the tabs."""
+"""Gradio components with messages that say which setting is wrong."""
 
 from __future__ import annotations
 
 import gradio as gr
+from PIL import Image
 
 
 class NamedSlider(gr.Slider):
@@ -23,6 +24,40 @@ class NamedSlider(gr.Slider):
             ) from None
 
 
-def gpu_event_options(studio_queue_id: str = "gpu") -> dict:
+_UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def _unreadable(label: str, exc: Exception) -> gr.Error:
+    if isinstance(exc, Image.DecompressionBombError):
+        return gr.Error(f"{label}: the image is too large to open safely ({exc}). Use one under 64 megapixels.")
+    return gr.Error(f"{label}: the file could not be read as an image ({type(exc).__name__}). "
+                    "Upload a PNG, JPEG or WebP picture.")
+
+
+class ImageInput(gr.Image):
+    """An image input that answers a non-image, corrupt or oversized upload with a message."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except _UNREADABLE as exc:
+            raise _unreadable(self.label or "Image", exc) from None
+
+
+class MaskEditor(gr.ImageEditor):
+    """The inpaint canvas, with the same clear message for files that are not images."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except _UNREADABLE as exc:
+            raise _unreadable(self.label or "Image", exc) from None
+
+
+def gpu_event_options(queue_id: str = "gpu") -> dict:
     """Every event that runs models shares one queue, so GPU work never overlaps."""
-    return {"concurrency_id": studio_queue_id, "concurrency_limit": 1}
+    return {"concurrency_id": queue_id, "concurrency_limit": 1}

@@ -32,3 +32,37 @@ class NamedSlider(gr.Slider):
 def gpu_event_options(studio_queue_id: str = "gpu") -> dict:
     """Every event that runs models shares one queue, so GPU work never overlaps."""
     return {"concurrency_id": studio_queue_id, "concurrency_limit": 1}
+class ImageInput(gr.Image):
+    """An image input that answers a non-image, corrupt or oversized upload with a message."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except _UNREADABLE as exc:
+            raise _unreadable(self.label or "Image", exc) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    
+class MaskEditor(gr.ImageEditor):
+    """The inpaint canvas, with the same clear message for files that are not images."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except _UNREADABLE as exc:
+            raise _unreadable(self.label or "Image", exc) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    

@@ -1,0 +1,191 @@
+"""Pieces every tab shares: the prompt row, the sampling settings, the results panel, and the code
+that runs a request as one user's job (progress, Stop, messages instead of tracebacks)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import gradio as gr
+
+from studio.errors import StudioError
+from studio.jobs import JobBoard
+from studio.metadata import parse_infotext
+from studio.presets import Defaults, Limits
+from studio.requests import MAX_SEED
+from studio.samplers import SAMPLER_NAMES
+from studio.ui.widgets import NamedSlider, gpu_event_options
+
+log = logging.getLogger(__name__)
+
+SEND_TARGETS = {  # target tab id -> button label
+    "img2img": "→ Image to Image",
+    "inpaint": "→ Inpaint",
+    "instruct": "→ Instruct",
+    "control": "→ Control (pose from it)",
+}
+
+
+@dataclass
+class PromptRow:
+    prompt: gr.Textbox
+    negative: gr.Textbox
+    generate: gr.Button
+    stop: gr.Button
+
+
+@dataclass
+class Sampling:
+    sampler: gr.Dropdown
+    steps: gr.Slider
+    guidance: gr.Slider
+    seed: gr.Number
+    batch_count: gr.Slider
+    batch_size: gr.Slider
+    reuse_seed: gr.Button  # ♻️: the seed of the image shown in the results panel
+
+
+@dataclass
+class Results:
+    gallery: gr.Gallery
+    info: gr.Textbox
+    infotexts: gr.State
+    selected: gr.State  # index of the image picked in the gallery (0 until one is clicked)
+    send: dict[str, gr.Button]
+
+
+def job_owner(request: gr.Request | None) -> str:
+    """Who a job belongs to: the browser session (or API client session)."""
+    return getattr(request, "session_hash", None) or "local"
+
+
+def prompt_row(tab: str, defaults: Defaults, placeholder: str, negative: bool = True) -> PromptRow:
+    with gr.Row(equal_height=True):
+        with gr.Column(scale=6):
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder=placeholder, elem_id=f"{tab}-prompt")
+            negative_box = gr.Textbox(label="Negative prompt", lines=2, value=defaults.negative_prompt,
+                                      visible=negative, elem_id=f"{tab}-negative")
+        with gr.Column(scale=1, min_width=180):
+            generate = gr.Button("Generate", variant="primary", size="lg", elem_id=f"{tab}-generate",
+                                 elem_classes=["generate-button"])
+            stop = gr.Button("Stop", variant="stop", elem_id=f"{tab}-stop")
+    return PromptRow(prompt, negative_box, generate, stop)
+
+
+def sampling_controls(defaults: Defaults, caps: Limits, batch: bool = True) -> Sampling:
+    sampler = gr.Dropdown(list(SAMPLER_NAMES), value=defaults.sampler, label="Sampler")
+    steps = NamedSlider(1, caps.max_steps, value=defaults.steps, step=1, label="Steps")
+    guidance = NamedSlider(0, 30, value=defaults.guidance_scale, step=0.5, label="CFG scale")
+    with gr.Row(visible=batch):
+        batch_count = NamedSlider(1, caps.max_batch_count, value=1, step=1, label="Batch count")
+        batch_size = NamedSlider(1, caps.max_batch_size, value=1, step=1, label="Batch size")
+    with gr.Row(equal_height=True):
+        seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", scale=4)
+        random_seed = gr.Button("🎲", scale=0, min_width=48)
+        reuse_seed = gr.Button("♻️", scale=0, min_width=48)
+    random_seed.click(lambda: -1, outputs=seed, api_visibility="private", queue=False)
+    return Sampling(sampler, steps, guidance, seed, batch_count, batch_size, reuse_seed)
+
+
+def results_panel(tab: str, sampling: Sampling | None = None) -> Results:
+    gallery = gr.Gallery(label="Results", format="png", columns=2, height=440, object_fit="contain",
+                         elem_id=f"{tab}-gallery")
+    with gr.Row():
+        send = {target: gr.Button(label, size="sm", elem_id=f"{tab}-send-{target}")
+                for target, label in SEND_TARGETS.items() if target != tab}
+    info = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{tab}-info")
+    infotexts, selected = gr.State([]), gr.State(0)
+
+    def show_selected(texts: list[str], evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else 0
+        return (texts[index] if 0 <= index < len(texts) else ""), index
+
+    gallery.select(show_selected, inputs=infotexts, outputs=[info, selected], api_visibility="private")
+    if sampling is not None:
+        sampling.reuse_seed.click(seed_of, inputs=info, outputs=sampling.seed, api_visibility="private",
+                                    queue=False)
+    return Results(gallery, info, infotexts, selected, send)
+
+
+def seed_of(text: str) -> int:
+    """The seed an infotext names, or -1 (random) when it names none."""
+    seed_text = parse_infotext(text or "")[2].get("Seed", "")
+    return int(seed_text) if seed_text.isdigit() and int(seed_text) <= MAX_SEED else -1
+
+
+def run_safely(work):
+    """Run `work()`, turning every failure into a message for the user instead of a traceback."""
+    try:
+        return work()
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from None
+    except gr.Error:
+        raise
+    except Exception as exc:  # a bug or a library failure: keep serving, say what happened
+        log.exception("generation failed")
+        raise gr.Error(f"Generation failed ({type(exc).__name__}: {exc}). The studio is still running.") from None
+
+
+def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: gr.Request | None,
+            progress: gr.Progress):
+    """Build the request (bad input -> message), run it as this user's job, and return
+    (gallery items, infotext of the first image, all infotexts)."""
+    req = run_safely(make_request)
+    progress(0, desc="Starting")
+    with jobs.running(job_owner(request)) as stop_event:
+        result = run_safely(lambda: studio.generate(
+            req, preset=preset, stop=stop_event,
+            on_step=lambda done, total: progress((done, total), desc="Generating", unit="steps"),
+        ))
+    for note in result.notes:
+        gr.Info(note)
+    if result.stopped:
+        gr.Info("Stopped." if not result.paths else f"Stopped: kept the {len(result.paths)} finished image(s).")
+    items = [(str(path), None) for path in result.paths]
+    return items, (result.infotexts[0] if result.infotexts else ""), result.infotexts
+
+
+def wire_generate(fn, prompt_row_: PromptRow, inputs: list, results: Results, api_name: str, jobs: JobBoard):
+    """Generate runs `fn` on the shared GPU queue; Stop stops only this user's job, running or queued."""
+    event = prompt_row_.generate.click(
+        fn, inputs=inputs, outputs=[results.gallery, results.info, results.infotexts], api_name=api_name,
+        **gpu_event_options(),
+    )
+    generate_id = prompt_row_.generate.elem_id
+    prompt_row_.prompt.submit(None, js=f"() => document.querySelector('#{generate_id}').click()",
+                              api_visibility="private")
+
+    def stop_job(request: gr.Request):
+        jobs.stop(job_owner(request))  # a running job ends at its next step and frees the GPU
+
+    # `cancels` also drops this user's job if it is still waiting in the queue.
+    prompt_row_.stop.click(stop_job, cancels=[event], api_visibility="private", queue=False)
+    return event
+
+
+def fit_to_preset(studio, preset_box: gr.Dropdown, sampling: Sampling, size: tuple | None = None):
+    """Picking a preset brings its defaults and limits to these sliders (sd-turbo wants 2 steps and
+    CFG 0). Returns (fn, outputs) so the page's load event can fit them to the starting preset."""
+
+    def apply(name):
+        try:
+            preset = studio.preset(name)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        d, lim = preset.defaults, preset.limits
+        updates = [
+            gr.update(value=d.sampler),
+            gr.update(value=d.steps, maximum=lim.max_steps),
+            gr.update(value=d.guidance_scale),
+            gr.update(value=1, maximum=lim.max_batch_count),
+            gr.update(value=1, maximum=lim.max_batch_size),
+        ]
+        if size is not None:
+            updates += [gr.update(value=d.width, maximum=lim.max_width),
+                        gr.update(value=d.height, maximum=lim.max_height)]
+        return tuple(updates)
+
+    outputs = [sampling.sampler, sampling.steps, sampling.guidance, sampling.batch_count, sampling.batch_size]
+    outputs += list(size or ())
+    preset_box.change(apply, inputs=preset_box, outputs=outputs, api_visibility="private", queue=False)
+    return apply, outputs

@@ -1,0 +1,124 @@
+"""The Control tab: a ControlNet steered by a sketch (scribble) or a pose (openpose).
+
+Poses come from a photo (OpenPose detection), from a skeleton image, or from the built-in pose
+editor: 18 keypoints as JSON, rendered live; pick a joint and click on the skeleton to move it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from studio.control import KEYPOINT_NAMES, move_keypoint, ready_poses, render_pose, sketch_to_scribble
+from studio.requests import CONTROL_MODES, ControlRequest
+from studio.ui.common import (
+    fit_to_preset,
+    prompt_row,
+    results_panel,
+    run_job,
+    run_safely,
+    sampling_controls,
+    wire_generate,
+)
+from studio.ui.txt2img import size_sliders
+from studio.ui.widgets import ImageInput, NamedSlider, gpu_event_options
+
+MODE_LABELS = [("Sketch (scribble)", "scribble"), ("Pose (openpose)", "openpose")]
+assert [value for _, value in MODE_LABELS] == list(CONTROL_MODES)
+
+
+def _pose_text(pose: dict) -> str:
+    return json.dumps(pose, indent=1)
+
+
+def create_tab(studio, preset_box, jobs, caps):
+    d = studio.default_preset.defaults
+    poses = ready_poses()
+    first_pose = next(iter(poses.values()), None)
+    with gr.Tab("Control", id="control"):
+        row = prompt_row("control", d, "a knight in armour, studio light")
+        with gr.Row():
+            with gr.Column():
+                mode = gr.Radio(MODE_LABELS, value="scribble", label="Control mode", elem_id="control-mode")
+                with gr.Group(visible=True) as sketch_group:
+                    sketch = gr.Sketchpad(label="Draw (dark lines on white)", type="pil", image_mode="RGBA",
+                                          canvas_size=(512, 512), height=360,
+                                          brush=gr.Brush(default_size=4, colors=["#000000"], color_mode="fixed"))
+                    drawing = ImageInput(label="...or upload a drawing", type="pil", sources=["upload", "clipboard"],
+                                         height=180)
+                    to_scribble = gr.Button("Make the scribble map")
+                with gr.Group(visible=False) as pose_group:
+                    with gr.Row():
+                        photo = ImageInput(label="Photo to take the pose from", type="pil", image_mode="RGB",
+                                           sources=["upload", "clipboard"], height=220, elem_id="control-photo")
+                        skeleton = ImageInput(label="...or an OpenPose skeleton image", type="pil", image_mode="RGB",
+                                              sources=["upload", "clipboard"], height=220)
+                    detect = gr.Button("Detect the pose in the photo")
+                    ready = gr.Dropdown(list(poses), value=next(iter(poses), None), label="Ready poses")
+                    joint = gr.Dropdown(list(KEYPOINT_NAMES), value=KEYPOINT_NAMES[4], type="index",
+                                        label="Pose editor: pick a joint, then click on the map to place it")
+                    pose_json = gr.Code(_pose_text(first_pose) if first_pose else "", language="json",
+                                        label="Pose keypoints (OpenPose JSON, editable)", lines=8)
+                control_map = gr.Image(label="Control map (what the ControlNet sees)", type="pil", format="png",
+                                       image_mode="RGB", interactive=False, height=360, elem_id="control-map")
+                weight = NamedSlider(0, 2, value=1.0, step=0.05, label="Control weight")
+                with gr.Row():
+                    start = NamedSlider(0, 1, value=0.0, step=0.01, label="Guidance start")
+                    end = NamedSlider(0, 1, value=1.0, step=0.01, label="Guidance end")
+                width, height = size_sliders(d, caps)
+                sampling = sampling_controls(d, caps)
+            with gr.Column():
+                results = results_panel("control", sampling)
+
+    mode.change(lambda m: (gr.update(visible=m == "scribble"), gr.update(visible=m == "openpose")),
+                inputs=mode, outputs=[sketch_group, pose_group], api_visibility="private", queue=False)
+
+    def make_scribble(sketch_value, uploaded):
+        source = uploaded if uploaded is not None else (sketch_value or {}).get("composite")
+        if source is None:
+            raise gr.Error("Draw something or upload a drawing first.")
+        return run_safely(lambda: sketch_to_scribble(source))
+
+    to_scribble.click(make_scribble, inputs=[sketch, drawing], outputs=control_map, api_visibility="private")
+    drawing.upload(make_scribble, inputs=[sketch, drawing], outputs=control_map, api_visibility="private")
+
+    def render(text):
+        return run_safely(lambda: render_pose(text))
+
+    pose_json.change(render, inputs=pose_json, outputs=control_map, api_visibility="private")
+    ready.change(lambda name: _pose_text(poses[name]), inputs=ready, outputs=pose_json, api_visibility="private")
+    skeleton.upload(lambda image: image, inputs=skeleton, outputs=control_map, api_visibility="private")
+
+    def place_joint(text, index, evt: gr.SelectData):
+        x, y = evt.index
+        return _pose_text(run_safely(lambda: move_keypoint(text, int(index), x, y)))
+
+    control_map.select(place_joint, inputs=[pose_json, joint], outputs=pose_json, api_visibility="private")
+
+    def detect_pose(photo, preset=None):
+        """Photo -> (pose keypoints JSON, skeleton image)."""
+        pose = run_safely(lambda: studio.detect_pose(photo, preset=preset))
+        return _pose_text(pose), render_pose(pose)
+
+    detect.click(detect_pose, inputs=[photo, preset_box], outputs=[pose_json, control_map], api_name="detect_pose",
+                 **gpu_event_options())
+
+    def control(control_image, prompt, negative_prompt="", control_mode="scribble", conditioning_scale=1.0,
+                guidance_start=0.0, guidance_end=1.0, steps=20, guidance_scale=7.0, width=512, height=512, seed=-1,
+                sampler="Euler a", batch_size=1, batch_count=1, preset=None, request: gr.Request = None,
+                progress=gr.Progress()):
+        """`control_image`: the map itself (white scribble on black, or an OpenPose skeleton)."""
+        return run_job(studio, jobs, lambda: ControlRequest(
+            control_image=control_image, control_mode=control_mode, conditioning_scale=conditioning_scale,
+            guidance_start=guidance_start, guidance_end=guidance_end, prompt=prompt or "",
+            negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale, width=width,
+            height=height, seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size,
+            batch_count=batch_count,
+        ), preset, request, progress)
+
+    s = sampling
+    wire_generate(control, row, [control_map, row.prompt, row.negative, mode, weight, start, end, s.steps, s.guidance,
+                                 width, height, s.seed, s.sampler, s.batch_size, s.batch_count, preset_box],
+                  results, "control", jobs)
+    return results, row, fit_to_preset(studio, preset_box, sampling, (width, height)), photo, mode

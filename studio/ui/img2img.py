@@ -1,0 +1,44 @@
+"""The Image to Image tab (SDEdit): noise an image by a strength, denoise it towards a prompt."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio.imaging import RESIZE_MODES
+from studio.requests import Img2ImgRequest
+from studio.ui.common import fit_to_preset, prompt_row, results_panel, run_job, sampling_controls, wire_generate
+from studio.ui.txt2img import size_sliders
+from studio.ui.widgets import ImageInput, NamedSlider
+
+
+def create_tab(studio, preset_box, jobs, caps):
+    d = studio.default_preset.defaults
+    with gr.Tab("Image to Image", id="img2img"):
+        row = prompt_row("img2img", d, "the same scene in autumn, oil painting")
+        with gr.Row():
+            with gr.Column():
+                image = ImageInput(label="Image", type="pil", image_mode="RGB", sources=["upload", "clipboard"],
+                                   height=320, elem_id="img2img-image")
+                strength = NamedSlider(0, 1, value=0.75, step=0.01, label="Denoising strength",
+                                       info="0 returns the image, 1 ignores it")
+                resize_mode = gr.Radio(list(RESIZE_MODES), value="Keep size", label="Resize mode")
+                width, height = size_sliders(d, caps)
+                sampling = sampling_controls(d, caps)
+            with gr.Column():
+                results = results_panel("img2img", sampling)
+
+    def img2img(image, prompt, negative_prompt, strength, steps, guidance_scale, seed, sampler, batch_size=1,
+                batch_count=1, resize_mode="Keep size", width=512, height=512, preset=None,
+                request: gr.Request = None, progress=gr.Progress()):
+        return run_job(studio, jobs, lambda: Img2ImgRequest(
+            image=image, prompt=prompt or "", negative_prompt=negative_prompt or "", strength=strength, steps=steps,
+            guidance_scale=guidance_scale, seed=-1 if seed is None else seed, sampler=sampler,
+            batch_size=batch_size, batch_count=batch_count, resize_mode=resize_mode, width=width, height=height,
+        ), preset, request, progress)
+
+    s = sampling
+    wire_generate(img2img, row, [image, row.prompt, row.negative, strength, s.steps, s.guidance, s.seed, s.sampler,
+                                 s.batch_size, s.batch_count, resize_mode, width, height, preset_box],
+                  results, "img2img", jobs)
+    fit = fit_to_preset(studio, preset_box, sampling, (width, height))
+    return results, row, fit, image

@@ -1,0 +1,98 @@
+"""The Inpaint and Outpaint tabs: repaint a painted area, or grow the canvas and paint the new part."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio.imaging import mask_from_editor
+from studio.requests import INPAINT_AREAS, OUTPAINT_FILLS, InpaintRequest, OutpaintRequest
+from studio.ui.common import fit_to_preset, prompt_row, results_panel, run_job, sampling_controls, wire_generate
+from studio.ui.widgets import ImageInput, MaskEditor, NamedSlider
+
+
+def create_inpaint_tab(studio, preset_box, jobs, caps):
+    d = studio.default_preset.defaults
+    with gr.Tab("Inpaint", id="inpaint"):
+        row = prompt_row("inpaint", d, "a red door")
+        with gr.Row():
+            with gr.Column():
+                editor = MaskEditor(
+                    label="Image: paint over what to change",
+                    type="pil",
+                    image_mode="RGBA",
+                    sources=["upload", "clipboard"],
+                    brush=gr.Brush(default_size=24, colors=["#ff00ff"], color_mode="fixed"),
+                    eraser=gr.Eraser(default_size=24),
+                    transforms=(),
+                    layers=False,
+                    height=380,
+                    elem_id="inpaint-editor",
+                )
+                with gr.Accordion("Upload a mask instead (white = repaint)", open=False):
+                    mask_upload = ImageInput(label="Mask", type="pil", sources=["upload"], height=200)
+                with gr.Row():
+                    invert = gr.Checkbox(False, label="Invert mask (repaint what is not painted)")
+                    mask_blur = NamedSlider(0, 64, value=4, step=1, label="Mask blur")
+                with gr.Row():
+                    area = gr.Radio(list(INPAINT_AREAS), value="Whole picture", label="Inpaint area")
+                    padding = NamedSlider(0, 256, value=32, step=4, label="Only masked padding")
+                strength = NamedSlider(0, 1, value=1.0, step=0.01, label="Denoising strength")
+                sampling = sampling_controls(d, caps)
+            with gr.Column():
+                results = results_panel("inpaint", sampling)
+
+    def inpaint(image, prompt, negative_prompt, mask=None, invert_mask=False, mask_blur=4,
+                inpaint_area="Whole picture", padding=32, strength=1.0, steps=20, guidance_scale=7.0, seed=-1,
+                sampler="Euler a", batch_size=1, batch_count=1, preset=None, request: gr.Request = None,
+                progress=gr.Progress()):
+        """`image`: the editor value (background + painted layers) or a plain image with `mask`."""
+        background = image.get("background") if isinstance(image, dict) else image
+        painted = mask_from_editor(image) if isinstance(image, dict) else None
+        return run_job(studio, jobs, lambda: InpaintRequest(
+            image=background.convert("RGB") if background is not None else None,
+            mask=mask if mask is not None else painted, invert_mask=invert_mask, mask_blur=mask_blur,
+            inpaint_area=inpaint_area, padding=padding, strength=strength, prompt=prompt or "",
+            negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale,
+            seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size, batch_count=batch_count,
+        ), preset, request, progress)
+
+    s = sampling
+    wire_generate(inpaint, row, [editor, row.prompt, row.negative, mask_upload, invert, mask_blur, area, padding,
+                                 strength, s.steps, s.guidance, s.seed, s.sampler, s.batch_size, s.batch_count,
+                                 preset_box], results, "inpaint", jobs)
+    return results, row, fit_to_preset(studio, preset_box, sampling), editor
+
+
+def create_outpaint_tab(studio, preset_box, jobs, caps):
+    d = studio.default_preset.defaults
+    with gr.Tab("Outpaint", id="outpaint"):
+        row = prompt_row("outpaint", d, "a wide mountain landscape")
+        with gr.Row():
+            with gr.Column():
+                image = ImageInput(label="Image", type="pil", image_mode="RGB", sources=["upload", "clipboard"],
+                                   height=320, elem_id="outpaint-image")
+                with gr.Row():
+                    margins = [NamedSlider(0, 512, value=value, step=8, label=label)
+                               for label, value in (("Left", 0), ("Right", 128), ("Up", 0), ("Down", 0))]
+                with gr.Row():
+                    fill = gr.Radio(list(OUTPAINT_FILLS), value="Edge colours", label="Fill the new area with")
+                    mask_blur = NamedSlider(0, 64, value=8, step=1, label="Mask blur",
+                                            info="how far into the original the model looks across the seam")
+                sampling = sampling_controls(d, caps)
+            with gr.Column():
+                results = results_panel("outpaint", sampling)
+
+    def outpaint(image, prompt, negative_prompt, left=0, right=128, up=0, down=0, fill="Edge colours", mask_blur=8,
+                 steps=20, guidance_scale=7.0, seed=-1, sampler="Euler a", batch_size=1, batch_count=1, preset=None,
+                 request: gr.Request = None, progress=gr.Progress()):
+        return run_job(studio, jobs, lambda: OutpaintRequest(
+            image=image, left=left, right=right, up=up, down=down, fill=fill, mask_blur=mask_blur,
+            prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale,
+            seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size, batch_count=batch_count,
+        ), preset, request, progress)
+
+    s = sampling
+    wire_generate(outpaint, row, [image, row.prompt, row.negative, *margins, fill, mask_blur, s.steps, s.guidance,
+                                  s.seed, s.sampler, s.batch_size, s.batch_count, preset_box],
+                  results, "outpaint", jobs)
+    return results, row, fit_to_preset(studio, preset_box, sampling), image
