@@ -111,6 +111,20 @@ def poses_from_detection(results, width: int, height: int) -> dict:
     return {"canvas_width": width, "canvas_height": height, "people": people}
 
 
+def format_pose(pose: dict) -> str:
+    """Pose JSON with one keypoint (x, y, confidence) per line, so it can be read and edited by hand."""
+    people = []
+    for person in pose["people"]:
+        values = person["pose_keypoints_2d"]
+        rows = ",\n".join(
+            f"    {values[i]:g}, {values[i + 1]:g}, {values[i + 2]:g}" for i in range(0, len(values), 3)
+        )
+        people.append(f'  {{"pose_keypoints_2d": [\n{rows}\n  ]}}')
+    body = ",\n".join(people)
+    return (f'{{\n "canvas_width": {pose["canvas_width"]},\n "canvas_height": {pose["canvas_height"]},\n'
+            f' "people": [\n{body}\n ]\n}}')
+
+
 def ready_poses() -> dict[str, dict]:
     """The poses shipped in assets/poses/*.json, by name."""
     return {path.stem: json.loads(path.read_text()) for path in sorted(POSES_DIR.glob("*.json"))}

@@ -2,7 +2,9 @@
 
 import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import ARTIFACTS
 
@@ -45,3 +47,36 @@ def test_bad_input_shows_a_message_in_the_page(page):
     page.get_by_label("Width").first.press("Enter")
     page.locator("#txt2img-generate").click()
     page.get_by_text("Width must be a multiple of 8").first.wait_for(timeout=30_000)
+
+
+def test_inpaint_a_painted_stroke_then_send_the_result_on(page, tmp_path):
+    y, x = np.mgrid[0:128, 0:128]
+    Image.fromarray(np.stack([x * 2, y * 2, x + y], axis=-1).astype(np.uint8)).save(tmp_path / "photo.png")
+    page.get_by_role("tab", name="Inpaint").click()
+    with page.expect_file_chooser() as chooser:
+        page.locator("#inpaint-editor button[aria-label=Upload]").click()
+    chooser.value.set_files(str(tmp_path / "photo.png"))
+    canvas = page.locator("#inpaint-editor canvas").first
+    page.wait_for_function("() => document.querySelector('#inpaint-editor canvas').width > 0")
+    page.wait_for_timeout(1500)  # the editor fits the picture to its canvas
+    page.locator("#inpaint-editor button[aria-label=Brush]").click()
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 40, cy)
+    page.mouse.down()
+    for i in range(12):
+        page.mouse.move(cx - 40 + i * 7, cy + i * 2)
+    page.mouse.up()
+    page.locator("#inpaint-prompt textarea").fill("a wooden door")
+    page.locator("#inpaint-generate").click()
+    page.locator("#inpaint-gallery img").first.wait_for(state="visible", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#inpaint-info textarea').value.includes('Mask blur: 4')", timeout=30_000
+    )
+    assert page.locator("#inpaint-info textarea").input_value().startswith("a wooden door\nSteps:")
+    page.screenshot(path=str(ARTIFACTS / "inpaint.png"), full_page=True)
+
+    page.locator("#inpaint-send-img2img").click()
+    page.locator("#img2img-image img").first.wait_for(state="visible", timeout=30_000)
+    assert page.locator("#img2img-prompt textarea").input_value() == "a wooden door"
+    assert page.get_by_role("tab", name="Image to Image").get_attribute("aria-selected") == "true"

@@ -89,7 +89,7 @@ def sampling_controls(defaults: Defaults, caps: Limits, batch: bool = True) -> S
 
 def results_panel(tab: str, sampling: Sampling | None = None) -> Results:
     gallery = gr.Gallery(label="Results", format="png", columns=2, height=440, object_fit="contain",
-                         elem_id=f"{tab}-gallery")
+                         interactive=False, elem_id=f"{tab}-gallery")
     with gr.Row():
         send = {target: gr.Button(label, size="sm", elem_id=f"{tab}-send-{target}")
                 for target, label in SEND_TARGETS.items() if target != tab}

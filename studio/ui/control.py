@@ -6,11 +6,9 @@ editor: 18 keypoints as JSON, rendered live; pick a joint and click on the skele
 
 from __future__ import annotations
 
-import json
-
 import gradio as gr
 
-from studio.control import KEYPOINT_NAMES, move_keypoint, ready_poses, render_pose, sketch_to_scribble
+from studio.control import KEYPOINT_NAMES, format_pose, move_keypoint, ready_poses, render_pose, sketch_to_scribble
 from studio.requests import CONTROL_MODES, ControlRequest
 from studio.ui.common import (
     fit_to_preset,
@@ -26,10 +24,6 @@ from studio.ui.widgets import ImageInput, NamedSlider, gpu_event_options
 
 MODE_LABELS = [("Sketch (scribble)", "scribble"), ("Pose (openpose)", "openpose")]
 assert [value for _, value in MODE_LABELS] == list(CONTROL_MODES)
-
-
-def _pose_text(pose: dict) -> str:
-    return json.dumps(pose, indent=1)
 
 
 def create_tab(studio, preset_box, jobs, caps):
@@ -58,10 +52,9 @@ def create_tab(studio, preset_box, jobs, caps):
                     ready = gr.Dropdown(list(poses), value=next(iter(poses), None), label="Ready poses")
                     joint = gr.Dropdown(list(KEYPOINT_NAMES), value=KEYPOINT_NAMES[4], type="index",
                                         label="Pose editor: pick a joint, then click on the map to place it")
-                    pose_json = gr.Code(_pose_text(first_pose) if first_pose else "", language="json",
-                                        label="Pose keypoints (OpenPose JSON, editable)", lines=8)
-                control_map = gr.Image(label="Control map (what the ControlNet sees)", type="pil", format="png",
-                                       image_mode="RGB", interactive=False, height=360, elem_id="control-map")
+                    pose_json = gr.Code(format_pose(first_pose) if first_pose else "", language="json",
+                                        label="Pose keypoints (OpenPose JSON: x, y, confidence per joint; editable)",
+                                        lines=8, max_lines=14, elem_id="control-pose-json")
                 weight = NamedSlider(0, 2, value=1.0, step=0.05, label="Control weight")
                 with gr.Row():
                     start = NamedSlider(0, 1, value=0.0, step=0.01, label="Guidance start")
@@ -69,10 +62,17 @@ def create_tab(studio, preset_box, jobs, caps):
                 width, height = size_sliders(d, caps)
                 sampling = sampling_controls(d, caps)
             with gr.Column():
+                control_map = gr.Image(label="Control map (what the ControlNet sees)", type="pil", format="png",
+                                       image_mode="RGB", interactive=False, height=360, elem_id="control-map")
                 results = results_panel("control", sampling)
 
-    mode.change(lambda m: (gr.update(visible=m == "scribble"), gr.update(visible=m == "openpose")),
-                inputs=mode, outputs=[sketch_group, pose_group], api_visibility="private", queue=False)
+    def switch_mode(new_mode, text):
+        """Show the mode's inputs; in pose mode the map starts as the current pose."""
+        pose_map = run_safely(lambda: render_pose(text)) if new_mode == "openpose" and text else None
+        return gr.update(visible=new_mode == "scribble"), gr.update(visible=new_mode == "openpose"), pose_map
+
+    mode.change(switch_mode, inputs=[mode, pose_json], outputs=[sketch_group, pose_group, control_map],
+                api_visibility="private")
 
     def make_scribble(sketch_value, uploaded):
         source = uploaded if uploaded is not None else (sketch_value or {}).get("composite")
@@ -87,19 +87,19 @@ def create_tab(studio, preset_box, jobs, caps):
         return run_safely(lambda: render_pose(text))
 
     pose_json.change(render, inputs=pose_json, outputs=control_map, api_visibility="private")
-    ready.change(lambda name: _pose_text(poses[name]), inputs=ready, outputs=pose_json, api_visibility="private")
+    ready.change(lambda name: format_pose(poses[name]), inputs=ready, outputs=pose_json, api_visibility="private")
     skeleton.upload(lambda image: image, inputs=skeleton, outputs=control_map, api_visibility="private")
 
     def place_joint(text, index, evt: gr.SelectData):
         x, y = evt.index
-        return _pose_text(run_safely(lambda: move_keypoint(text, int(index), x, y)))
+        return format_pose(run_safely(lambda: move_keypoint(text, int(index), x, y)))
 
     control_map.select(place_joint, inputs=[pose_json, joint], outputs=pose_json, api_visibility="private")
 
     def detect_pose(photo, preset=None):
         """Photo -> (pose keypoints JSON, skeleton image)."""
         pose = run_safely(lambda: studio.detect_pose(photo, preset=preset))
-        return _pose_text(pose), render_pose(pose)
+        return format_pose(pose), render_pose(pose)
 
     detect.click(detect_pose, inputs=[photo, preset_box], outputs=[pose_json, control_map], api_name="detect_pose",
                  **gpu_event_options())
