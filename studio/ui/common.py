@@ -165,27 +165,28 @@ def wire_generate(fn, prompt_row_: PromptRow, inputs: list, results: Results, ap
 
 def fit_to_preset(studio, preset_box: gr.Dropdown, sampling: Sampling, size: tuple | None = None):
     """Picking a preset brings its defaults and limits to these sliders (sd-turbo wants 2 steps and
-    CFG 0). Returns (fn, outputs) so the page's load event can fit them to the starting preset."""
+    CFG 0). Returns (fn, outputs) for the page's load event: it sets the starting preset's limits
+    only, so it never overwrites what the user may already be typing."""
 
-    def apply(name):
+    def updates(name, with_values: bool):
         try:
             preset = studio.preset(name)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         d, lim = preset.defaults, preset.limits
-        updates = [
-            gr.update(value=d.sampler),
-            gr.update(value=d.steps, maximum=lim.max_steps),
-            gr.update(value=d.guidance_scale),
-            gr.update(value=1, maximum=lim.max_batch_count),
-            gr.update(value=1, maximum=lim.max_batch_size),
-        ]
+
+        def slider(value, maximum=None):
+            update = {"maximum": maximum} if maximum is not None else {}
+            return gr.update(value=value, **update) if with_values else gr.update(**update)
+
+        result = [slider(d.sampler), slider(d.steps, lim.max_steps), slider(d.guidance_scale),
+                  slider(1, lim.max_batch_count), slider(1, lim.max_batch_size)]
         if size is not None:
-            updates += [gr.update(value=d.width, maximum=lim.max_width),
-                        gr.update(value=d.height, maximum=lim.max_height)]
-        return tuple(updates)
+            result += [slider(d.width, lim.max_width), slider(d.height, lim.max_height)]
+        return tuple(result)
 
     outputs = [sampling.sampler, sampling.steps, sampling.guidance, sampling.batch_count, sampling.batch_size]
     outputs += list(size or ())
-    preset_box.change(apply, inputs=preset_box, outputs=outputs, api_visibility="private", queue=False)
-    return apply, outputs
+    preset_box.change(lambda name: updates(name, True), inputs=preset_box, outputs=outputs,
+                      api_visibility="private", queue=False)
+    return (lambda name: updates(name, False)), outputs
