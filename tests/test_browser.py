@@ -1,5 +1,6 @@
 """The page in real Chromium (Debian's, headless), driven by Playwright."""
 
+import json
 import shutil
 
 import numpy as np
@@ -80,3 +81,21 @@ def test_inpaint_a_painted_stroke_then_send_the_result_on(page, tmp_path):
     page.locator("#img2img-image img").first.wait_for(state="visible", timeout=30_000)
     assert page.locator("#img2img-prompt textarea").input_value() == "a wooden door"
     assert page.get_by_role("tab", name="Image to Image").get_attribute("aria-selected") == "true"
+
+
+def test_pose_editor_moves_a_joint_where_the_map_is_clicked(page):
+    page.get_by_role("tab", name="Control").click()
+    page.get_by_label("Pose (openpose)").check()
+    skeleton = page.locator("#control-map img").first
+    skeleton.wait_for(state="visible", timeout=60_000)
+    page.wait_for_timeout(500)
+    box = skeleton.bounding_box()
+    # The default joint is the right wrist; put it at a quarter of the way in from the top left.
+    skeleton.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.25})
+    page.wait_for_function(
+        "() => !document.querySelector('#control-pose-json .cm-content').innerText.includes('180, 60, 1')",
+        timeout=30_000,
+    )  # the arms-up pose had the right wrist at (180, 60)
+    pose = json.loads(page.locator("#control-pose-json .cm-content").inner_text())
+    x, y, confidence = pose["people"][0]["pose_keypoints_2d"][12:15]
+    assert abs(x - 128) <= 2 and abs(y - 128) <= 2 and confidence == 1
