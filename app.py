@@ -17,6 +17,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port (default 7860)")
     parser.add_argument("--outputs", dest="outputs_dir", help="folder for generated images (default ./outputs)")
     parser.add_argument("--models", dest="models_dir", help="folder for the tiny models and './' preset paths")
+    parser.add_argument("--loras", dest="loras_dir", help="folder of .safetensors LoRAs (default ./loras)")
+    parser.add_argument("--model-cache-mb", dest="model_cache_mb", type=int,
+                        help="memory budget for inpaint/instruct/ControlNet models, LRU (default 0: no limit)")
     parser.add_argument("--device", help="auto (default), cuda, mps or cpu")
     return parser.parse_args(argv)
 

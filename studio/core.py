@@ -6,7 +6,6 @@ share one lock, so GPU work is serialised across them.
 
 from __future__ import annotations
 
-import gc
 import threading
 from collections import OrderedDict
 
@@ -14,7 +13,7 @@ from studio.control import poses_from_detection
 from studio.errors import RequestError
 from studio.generate import Result, StepCallback, run
 from studio.imaging import check_image
-from studio.models import ModelManager
+from studio.models import ModelManager, free_memory
 from studio.outputs import OutputStore
 from studio.presets import Preset, available_presets, load_preset
 from studio.requests import GenerationRequest
@@ -49,8 +48,8 @@ class Studio:
                 return self._managers[preset.name]
             while len(self._managers) >= self._max_loaded:
                 self._managers.popitem(last=False)
-                _free_memory()
-            manager = ModelManager(preset, self.settings.models_dir, self.settings.device, lock=self._gpu_lock)
+                free_memory()
+            manager = ModelManager(preset, self.settings, lock=self._gpu_lock)
             self._managers[preset.name] = manager
             return manager
 
@@ -63,6 +62,7 @@ class Studio:
     ) -> Result:
         """Run any task's request with the preset it names (the server's default when None)."""
         manager = self.manager(preset)
+        request = request.with_prompt_loras()
         request.validate(manager.preset.limits)
         return run(manager, request, self.outputs, on_step, stop)
 
@@ -73,11 +73,3 @@ class Studio:
         if not results:
             raise RequestError("No person was found in the photo. Try one where the whole body is visible.")
         return poses_from_detection(results, photo.width, photo.height)
-
-
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
 from PIL import Image
 
-from studio.models import ModelManager
+from studio.errors import RequestError
+from studio.models import ModelManager, free_memory
 from studio.outputs import OutputStore
 from studio.requests import MAX_SEED, GenerationRequest
 from studio.tasks import PLANNERS, Plan
@@ -34,6 +36,10 @@ class Result:
 
 class _Stopped(Exception):
     """Raised from the step callback to leave the denoising loop at once."""
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def resolve_seed(seed: int) -> int:
@@ -63,7 +69,7 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
     """Run every batch; returns the images of the batches that finished and whether Stop cut in."""
     images: list[Image.Image] = []
     callback = _step_callback(on_step, plan.steps_run * request.batch_count, stop)
-    with manager.pipeline(plan.task, request.sampler, plan.control_mode) as pipe:
+    with manager.pipeline(plan.task, request.sampler, plan.control_mode, request.loras) as pipe:
         for batch_seeds in seeds:
             try:
                 output = pipe(
@@ -97,19 +103,41 @@ def run(
         [(first_seed + batch * request.batch_size + i) % (MAX_SEED + 1) for i in range(request.batch_size)]
         for batch in range(request.batch_count)
     ]
+    out_of_memory = False
     if plan.passthrough is not None:
         images, stopped = [plan.passthrough.copy() for _ in range(request.batch_size * request.batch_count)], False
     else:
-        images, stopped = _denoise(manager, request, plan, seeds, on_step, stop)
+        try:
+            images, stopped = _denoise(manager, request, plan, seeds, on_step, stop)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            out_of_memory = True
+    if out_of_memory:
+        # Freed here, outside the except block: the exception's frames held the activations.
+        free_memory()
+        width, height = plan.size
+        raise RequestError(
+            f"Out of memory at {width}x{height} with batch size {request.batch_size}. Try a smaller size or "
+            "batch size (batch count costs no extra memory), or close other programs using the GPU."
+        )
     result = Result(notes=plan.notes, stopped=stopped)
     model = manager.model_name(plan.task)
+    extra = _lora_hashes(manager, request.loras)
     # Finishing and saving happen after the GPU lock is released, so the next job can start.
     for image, seed in zip(images, [s for batch in seeds for s in batch]):
         if plan.finish is not None:
             image = plan.finish(image)
-        infotext = request.infotext(seed=seed, model=model, size=image.size, steps_run=plan.steps_run)
+        infotext = request.infotext(seed=seed, model=model, size=image.size, steps_run=plan.steps_run, extra=extra)
         result.images.append(image)
         result.seeds.append(seed)
         result.infotexts.append(infotext)
         result.paths.append(outputs.save(image, infotext, request.task, seed))
     return result
+
+
+def _lora_hashes(manager: ModelManager, loras) -> dict:
+    """A1111's `Lora hashes: "name: hash, ..."`, which civitai uses to link the LoRAs."""
+    hashes = [f"{name}: {manager.loras.info(name).short_hash}" for name, _ in loras
+              if manager.loras.info(name).short_hash]
+    return {"Lora hashes": ", ".join(hashes)} if hashes else {}

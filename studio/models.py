@@ -10,8 +10,10 @@ per-run state) and all GPU work runs under one lock (pipelines are not thread-sa
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -19,9 +21,12 @@ from typing import Iterator
 import torch
 
 from studio import tiny
+from studio.adapters import AdapterManager
 from studio.errors import ModelUnavailableError
+from studio.loras import LoraLibrary
 from studio.presets import Preset
 from studio.samplers import make_scheduler
+from studio.settings import Settings
 
 log = logging.getLogger(__name__)
 # from_pipe(dtype=...) calls .to(dtype) on shared modules, which logs a float32 warning on every
@@ -70,17 +75,47 @@ def _pipeline_class(name: str):
     return getattr(diffusers, name)
 
 
-class ModelManager:
-    """Owns one preset's weights on one device."""
+def module_bytes(model) -> int:
+    """Bytes of a model's parameters and buffers (a pipeline counts its modules, an annotator its
+    three networks)."""
+    if hasattr(model, "components"):  # a DiffusionPipeline
+        return sum(module_bytes(m) for m in model.components.values() if isinstance(m, torch.nn.Module))
+    if hasattr(model, "body_estimation"):  # controlnet-aux OpenposeDetector
+        return sum(module_bytes(part.model) for part in
+                   (model.body_estimation, model.hand_estimation, model.face_estimation) if part is not None)
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
 
-    def __init__(self, preset: Preset, models_dir: Path, device: str = "auto", lock: threading.RLock | None = None):
+
+def free_memory() -> None:
+    """Give memory back after dropping references (call outside any `except` block: a live
+    exception keeps the frames, and so the tensors, alive)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class ModelManager:
+    """Owns one preset's weights on one device, and the LoRAs applied to them."""
+
+    def __init__(self, preset: Preset, settings: Settings, lock: threading.RLock | None = None):
         self.preset = preset
-        self.models_dir = models_dir
-        self.device, self.dtype = pick_device(device)
+        self.models_dir = settings.models_dir
+        self.device, self.dtype = pick_device(settings.device)
         # One lock around all GPU work; shared between managers when the studio holds several.
         self._lock = lock or threading.RLock()
         self._base = None
-        self._components: dict[str, object] = {}  # inpaint/instruct UNets, ControlNets, the annotator
+        # Specialised models (inpaint/instruct UNets, ControlNets, the annotator), least recently used first.
+        self._components: OrderedDict[str, object] = OrderedDict()
+        self.cache_budget_bytes = settings.model_cache_mb * 2**20  # 0: no limit
+        self.bytes_loaded = 0  # weights read by from_pretrained so far, for the benchmarks
+        extras = {name: self.resolve_ref(ref) for name, ref in preset.loras.items()}
+        library = LoraLibrary(settings.loras_dir, extras, cache_bytes=settings.lora_cache_mb * 2**20)
+        self.adapters = AdapterManager(library, preset.family, settings.max_loaded_loras, self._lora_modules)
+
+    @property
+    def loras(self) -> LoraLibrary:
+        return self.adapters.library
 
     @property
     def base_id(self) -> str:
@@ -98,9 +133,12 @@ class ModelManager:
                 f"The preset '{self.preset.name}' has no {role} model, so this tab is not available with it. "
                 f"Add '{role}' under [models] in presets/{self.preset.name}.toml or pick another preset."
             )
-        if self.preset.build == "tiny":
-            tiny.ensure_built(self.models_dir / "tiny")
+        return self.resolve_ref(ref)
+
+    def resolve_ref(self, ref: str) -> str:
         if ref.startswith("./"):
+            if self.preset.build == "tiny":
+                tiny.ensure_built(self.models_dir / "tiny")
             return str(self.models_dir / ref[2:])
         return ref
 
@@ -109,12 +147,14 @@ class ModelManager:
         variant = self.preset.variant if self.dtype == torch.float16 else None
         try:
             try:
-                return loader(ref, dtype=self.dtype, variant=variant, **kwargs)
+                model = loader(ref, dtype=self.dtype, variant=variant, **kwargs)
             except (OSError, ValueError):
                 if variant is None:
                     raise
                 # Not every repository ships the fp16 files: fall back to the full-precision ones.
-                return loader(ref, dtype=self.dtype, **kwargs)
+                model = loader(ref, dtype=self.dtype, **kwargs)
+            self.bytes_loaded += module_bytes(model)
+            return model
         except (OSError, ValueError) as exc:  # not cached and not downloadable, or a broken folder
             log.warning("loading %s (%s) failed: %s", role, ref, exc)
             raise ModelUnavailableError(
@@ -139,24 +179,58 @@ class ModelManager:
 
     def component(self, role: str):
         """A specialised model (inpaint/instruct UNet, a ControlNet), loaded on first use."""
-        with self._lock:
-            if role not in self._components:
-                from diffusers import ControlNetModel, UNet2DConditionModel
+        from diffusers import ControlNetModel, UNet2DConditionModel
 
-                if role.startswith("control."):
-                    model = self._from_pretrained(ControlNetModel.from_pretrained, role)
-                else:  # inpaint / instruct: a full pipeline repository, of which only the UNet differs
-                    model = self._from_pretrained(UNet2DConditionModel.from_pretrained, role, subfolder="unet")
-                self._components[role] = model.to(self.device)
-                log.info("loaded %s model %s", role, self.preset.model(role))
-            return self._components[role]
+        def load():
+            if role.startswith("control."):
+                return self._from_pretrained(ControlNetModel.from_pretrained, role)
+            # inpaint / instruct: a full pipeline repository, of which only the UNet differs
+            return self._from_pretrained(UNet2DConditionModel.from_pretrained, role, subfolder="unet")
+
+        return self._cached(role, lambda: load().to(self.device))
 
     def annotator(self):
         """The OpenPose detector of controlnet-aux, from the preset's folder or hub id."""
+        return self._cached("pose_annotator", self._load_annotator)
+
+    def _cached(self, role: str, load):
+        """The LRU cache of specialised models, within `cache_budget_bytes` (0: no limit)."""
         with self._lock:
-            if "pose_annotator" not in self._components:
-                self._components["pose_annotator"] = self._load_annotator()
-            return self._components["pose_annotator"]
+            if role in self._components:
+                self._components.move_to_end(role)
+                return self._components[role]
+            model = load()
+            self._components[role] = model
+            log.info("loaded %s model %s (%.0f MB)", role, self.preset.model(role), module_bytes(model) / 2**20)
+            self._enforce_budget(keep=role)
+            return model
+
+    def _enforce_budget(self, keep: str) -> None:
+        if not self.cache_budget_bytes:
+            return
+        evicted = False
+        while sum(map(module_bytes, self._components.values())) > self.cache_budget_bytes:
+            victim = next((r for r in self._components if r != keep), None)
+            if victim is None:
+                break
+            log.info("evicting %s to stay within the model cache budget", victim)
+            del self._components[victim]
+            evicted = True
+        if evicted:
+            free_memory()
+
+    def cached_roles(self) -> list[str]:
+        return list(self._components)
+
+    def _lora_modules(self) -> list:
+        """Every module that can hold LoRA adapters: the base UNet and text encoders, and the
+        inpaint / instruct UNets."""
+        modules = []
+        if self._base is not None:
+            modules += [getattr(self._base, n) for n in self._base._lora_loadable_modules
+                        if getattr(self._base, n, None) is not None]
+        modules += [m for r, m in self._components.items() if r in ("inpaint", "instruct")]
+        return modules
 
     def detect_poses(self, photo):
         """controlnet-aux PoseResults (body keypoints, normalised) of the people in a PIL photo."""
@@ -191,13 +265,17 @@ class ModelManager:
         return detector.to(self.device)
 
     @contextmanager
-    def pipeline(self, task: str, sampler: str, control_mode: str | None = None) -> Iterator:
-        """Lend a pipeline for `task` that shares the base weights and has its own scheduler.
+    def pipeline(self, task: str, sampler: str, control_mode: str | None = None,
+                 loras: tuple[tuple[str, float], ...] = ()) -> Iterator:
+        """Lend a pipeline for `task` that shares the base weights, has its own scheduler and has
+        exactly `loras` active; none stays active after the block.
 
         inpaint uses the preset's inpaint UNet when it has one, else the base UNet (diffusers runs
         both); instruct needs the instruct UNet; control adds the ControlNet of `control_mode`."""
         for role in self.roles_needed(task, control_mode):
             self.resolve(role)  # a tab whose model the preset lacks says so before anything loads
+        for name, _ in loras:
+            self.loras.info(name)  # an unknown or refused LoRA says so before anything loads
         with self._lock:
             base = self.base_pipeline()
             overrides = {}
@@ -212,7 +290,8 @@ class ModelManager:
             # dtype= is needed: without it from_pipe upcasts the shared modules to fp32 (diffusers #12754).
             pipe = cls.from_pipe(base, scheduler=scheduler, dtype=base.dtype, **overrides)
             pipe.set_progress_bar_config(disable=True)
-            yield pipe
+            with self.adapters.applied(pipe, loras):
+                yield pipe
 
     def roles_needed(self, task: str, control_mode: str | None = None) -> list[str]:
         roles = ["base"]

@@ -17,6 +17,9 @@ FAMILIES = ("sd", "sdxl")
 # Roles a preset can fill; each tab needs one of them. "control.*" are the ControlNets.
 ROLES = ("base", "inpaint", "instruct", "control.scribble", "control.openpose", "pose_annotator", "preview_vae")
 
+# A table whose keys are the user's own names and whose values are strings ([loras]).
+NAMED_STRINGS = "named strings"
+
 # The schema: key -> expected type, or a nested table. `float` also accepts integers.
 _SCHEMA: dict = {
     "title": str,
@@ -32,6 +35,7 @@ _SCHEMA: dict = {
         "preview_vae": str,
         "control": {"scribble": str, "openpose": str},
     },
+    "loras": NAMED_STRINGS,  # name -> hub id ("org/repo" or "org/repo/file.safetensors") or "./file"
     "defaults": {
         "steps": int,
         "guidance_scale": float,
@@ -81,6 +85,7 @@ class Preset:
     defaults: Defaults = field(default_factory=Defaults)
     limits: Limits = field(default_factory=Limits)
     description: str = ""
+    loras: dict[str, str] = field(default_factory=dict)  # LoRAs the preset offers besides the folder
     build: str | None = None  # "tiny": the models are built from code on first use
     variant: str | None = None  # e.g. "fp16": which weight files to fetch in half precision
 
@@ -96,6 +101,13 @@ def _check_types(table: dict, schema: dict, path: Path, prefix: str = "") -> Non
             allowed = ", ".join(f"{prefix}{k}" for k in schema)
             raise PresetError(f"{path}: unknown key '{dotted}' (allowed here: {allowed})")
         expected = schema[key]
+        if expected == NAMED_STRINGS:
+            if not isinstance(value, dict):
+                raise PresetError(f"{path}: '{dotted}' must be a table ([{dotted}]) of name = \"model id\"")
+            for name, ref in value.items():
+                if not isinstance(ref, str):
+                    raise PresetError(f"{path}: '{dotted}.{name}' must be a string, got {type(ref).__name__}")
+            continue
         if isinstance(expected, dict):
             if not isinstance(value, dict):
                 raise PresetError(f"{path}: '{dotted}' must be a table ([{dotted}])")
@@ -156,6 +168,7 @@ def parse_preset(path: Path) -> Preset:
         defaults=Defaults(**defaults),
         limits=Limits(**limits),
         description=data.get("description", ""),
+        loras=data.get("loras", {}),
         build=data.get("build"),
         variant=data.get("variant"),
     )

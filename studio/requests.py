@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
 from studio.errors import RequestError
 from studio.imaging import RESIZE_MODES, check_image, round8
+from studio.loras import MAX_LORAS_PER_REQUEST, merge_loras, parse_prompt_loras
 from studio.metadata import format_infotext, parse_infotext
 from studio.presets import Limits
 from studio.samplers import SAMPLER_NAMES
@@ -38,12 +39,24 @@ class GenerationRequest:
     sampler: str = "Euler a"
     batch_size: int = 1
     batch_count: int = 1
+    # (name, weight) pairs from the LoRA picker; `<lora:name:w>` tags in the prompt are added by
+    # `with_prompt_loras()` before the request runs.
+    loras: tuple[tuple[str, float], ...] = ()
 
     task = "txt2img"
+
+    def with_prompt_loras(self) -> "GenerationRequest":
+        """This request with `<lora:...>` tags taken out of the prompt and merged into `loras`."""
+        clean, tagged = parse_prompt_loras(self.prompt)
+        return replace(self, prompt=clean, loras=merge_loras(list(self.loras), tagged))
 
     def validate(self, limits: Limits) -> None:
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise RequestError("Prompt and negative prompt must be text.")
+        if len(self.loras) > MAX_LORAS_PER_REQUEST:
+            raise RequestError(f"At most {MAX_LORAS_PER_REQUEST} LoRAs can be used at once, got {len(self.loras)}.")
+        for name, weight in self.loras:
+            _check_range(f"Weight of LoRA '{name}'", weight, -4, 4)
         steps = _check_int("Steps", self.steps)
         _check_range("Steps", steps, 1, limits.max_steps, " Lower the number of steps.")
         _check_range("CFG scale", self.guidance_scale, 0, 30)
@@ -59,7 +72,8 @@ class GenerationRequest:
         """The task's own settings, written after the common ones (A1111 names)."""
         return {}
 
-    def infotext(self, seed: int, model: str, size: tuple[int, int], steps_run: int | None = None) -> str:
+    def infotext(self, seed: int, model: str, size: tuple[int, int], steps_run: int | None = None,
+                 extra: dict | None = None) -> str:
         params = {
             "Steps": self.steps,
             "Sampler": self.sampler,
@@ -71,7 +85,12 @@ class GenerationRequest:
         params.update(self.infotext_extra())
         if steps_run is not None and steps_run != self.steps:
             params["Steps run"] = steps_run  # img2img/inpaint run round(steps x strength) of them
-        return format_infotext(self.prompt, self.negative_prompt, params)
+        params.update(extra or {})
+        prompt = self.prompt
+        if self.loras:  # as A1111 writes them: in the prompt, so the text reproduces the image
+            tags = " ".join(f"<lora:{name}:{weight:g}>" for name, weight in self.loras)
+            prompt = f"{prompt}, {tags}" if prompt else tags
+        return format_infotext(prompt, self.negative_prompt, params)
 
 
 def _check_size(width, height, limits: Limits) -> None:

@@ -24,11 +24,15 @@ class Settings:
     # Hub downloads go to the Hugging Face cache (HF_HOME) as usual.
     models_dir: Path = field(default_factory=_default_models_dir)
     presets_dir: Path = REPO_ROOT / "presets"
+    loras_dir: Path = field(default_factory=lambda: REPO_ROOT / "loras")
     device: str = "auto"  # auto | cuda | mps | cpu (or cuda:1, ...)
     queue_size: int = 32
+    lora_cache_mb: int = 1024  # LoRA state dicts kept in RAM (LRU)
+    max_loaded_loras: int = 8  # adapters kept in each model before the least recently used is deleted
+    model_cache_mb: int = 0  # specialised models (inpaint/instruct UNets, ControlNets, annotator); 0 = no limit
 
     def __post_init__(self):
-        for key in ("outputs_dir", "models_dir", "presets_dir"):
+        for key in ("outputs_dir", "models_dir", "presets_dir", "loras_dir"):
             object.__setattr__(self, key, Path(getattr(self, key)).expanduser().resolve())
 
     @classmethod
@@ -42,10 +46,13 @@ class Settings:
             "models_dir": os.environ.get("STUDIO_MODELS"),
             "device": os.environ.get("STUDIO_DEVICE"),
             "queue_size": os.environ.get("STUDIO_QUEUE_SIZE"),
+            "loras_dir": os.environ.get("STUDIO_LORAS"),
+            "lora_cache_mb": os.environ.get("STUDIO_LORA_CACHE_MB"),
+            "model_cache_mb": os.environ.get("STUDIO_MODEL_CACHE_MB"),
         }
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("port", "queue_size"):
+        for key in ("port", "queue_size", "lora_cache_mb", "model_cache_mb"):
             if key in values:
                 values[key] = int(values[key])
         return cls(**values)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 # Bump when the models change, so old caches are rebuilt instead of silently reused.
-VERSION = 1
+VERSION = 2
 SEED = 20261121
 _MARKER = "tiny-models.json"
 
@@ -164,25 +164,31 @@ def _build_annotators(folder: Path) -> None:
     torch.save({k: v.half() for k, v in FaceNet().state_dict().items()}, folder / "facenet.pth")
 
 
-def _lora_layers(unet, rank: int):
-    """PEFT LoRA on the attention projections of `unet`, with random (non-zero) up weights."""
+def _lora_layers(model, rank: int, targets: list[str]):
+    """PEFT LoRA on `targets` of `model`, with random (non-zero) up weights."""
     from peft import LoraConfig, get_peft_model_state_dict
 
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                        init_lora_weights=False)
-    unet.add_adapter(config, adapter_name="tiny")
-    return get_peft_model_state_dict(unet, adapter_name="tiny")
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False)
+    model.add_adapter(config, adapter_name="tiny")
+    return get_peft_model_state_dict(model, adapter_name="tiny")
 
 
 def _build_loras(folder: Path, base: Path) -> None:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from safetensors.torch import save_file
+    from transformers import CLIPTextModel
 
     folder.mkdir(parents=True)
     unet = UNet2DConditionModel.from_pretrained(base / "unet")
+    text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder")
+    # The diffusers/PEFT one also patches the text encoder, as many real LoRAs do.
     StableDiffusionPipeline.save_lora_weights(
-        folder, unet_lora_layers=_lora_layers(unet, rank=4), weight_name="tiny-style-peft.safetensors"
+        folder,
+        unet_lora_layers=_lora_layers(unet, 4, ["to_q", "to_k", "to_v", "to_out.0"]),
+        text_encoder_lora_layers=_lora_layers(text_encoder, 4, ["q_proj", "k_proj", "v_proj", "out_proj"]),
+        weight_name="tiny-style-peft.safetensors",
     )
+    unet = UNet2DConditionModel.from_pretrained(base / "unet")
     save_file(_kohya_state_dict(unet, rank=4), folder / "tiny-kohya.safetensors", metadata=_kohya_metadata())
 
 

@@ -97,7 +97,7 @@ def test_pose_detection_without_weights_names_the_missing_files(settings, tmp_pa
     empty.mkdir()
     (empty / "facenet.pth").write_bytes(b"")
     preset = dataclasses.replace(preset, models={**preset.models, "pose_annotator": str(empty)})
-    manager = ModelManager(preset, settings.models_dir, device="cpu")
+    manager = ModelManager(preset, settings)
     with pytest.raises(ModelUnavailableError) as err:
         manager.annotator()
     assert "body_pose_model.pth, hand_pose_model.pth" in str(err.value) and str(empty) in str(err.value)

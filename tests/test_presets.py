@@ -4,7 +4,7 @@ import pytest
 
 from studio.errors import ModelUnavailableError, PresetError
 from studio.presets import available_presets, load_preset, parse_preset
-from studio.settings import REPO_ROOT
+from studio.settings import REPO_ROOT, Settings
 
 PRESETS = REPO_ROOT / "presets"
 
@@ -99,7 +99,7 @@ def test_preset_names_cannot_escape_the_folder(name):
 def test_missing_role_says_which_tab_and_preset(tmp_path):
     from studio.models import ModelManager
 
-    manager = ModelManager(load_preset("sd-turbo", PRESETS), tmp_path, device="cpu")
+    manager = ModelManager(load_preset("sd-turbo", PRESETS), Settings(models_dir=tmp_path, device="cpu"))
     with pytest.raises(ModelUnavailableError) as err:
         manager.resolve("inpaint")
     message = str(err.value)

@@ -1,0 +1,142 @@
+"""LoRAs for one request only: make a pipeline's active adapters exactly the request's set, and
+leave no adapter active afterwards.
+
+Adapters are loaded (unfused) into the modules the task really uses: the UNet of its pipeline
+(base, inpaint or instruct) and the text encoder(s) when the LoRA has weights for them. They stay
+loaded, disabled, for the next request that names them, up to `max_loaded`; the least recently
+used is then deleted. Disabled LoRA layers give bit-identical output to the bare model, so a
+request without LoRAs is the same whatever ran before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Callable, Iterable
+
+from studio.errors import RequestError
+from studio.loras import LoraLibrary
+
+log = logging.getLogger(__name__)
+
+
+def adapter_id(name: str) -> str:
+    """A PEFT-safe adapter name for a LoRA name (which may hold dots and slashes)."""
+    return "lora_" + hashlib.sha1(name.encode()).hexdigest()[:12]
+
+
+def _has_adapters(module) -> bool:
+    return bool(getattr(module, "peft_config", None))
+
+
+def _set_enabled(module, enabled: bool) -> None:
+    from diffusers import ModelMixin
+    from diffusers.loaders.lora_base import disable_lora_for_text_encoder, enable_lora_for_text_encoder
+
+    if not _has_adapters(module):
+        return
+    if isinstance(module, ModelMixin):
+        module.enable_lora() if enabled else module.disable_lora()
+    else:
+        enable_lora_for_text_encoder(module) if enabled else disable_lora_for_text_encoder(module)
+
+
+def _delete(module, adapter: str) -> None:
+    from diffusers import ModelMixin
+    from diffusers.utils.peft_utils import delete_adapter_layers
+
+    if adapter not in (getattr(module, "peft_config", None) or {}):
+        return
+    if isinstance(module, ModelMixin):
+        module.delete_adapters([adapter])
+    else:
+        delete_adapter_layers(module, adapter)
+
+
+class AdapterManager:
+    def __init__(self, library: LoraLibrary, family: str, max_loaded: int,
+                 all_modules: Callable[[], Iterable] = lambda: ()):
+        self.library = library
+        self.family = family
+        self.max_loaded = max_loaded
+        self._all_modules = all_modules  # every module that may hold adapters, for eviction
+        self._parts: dict[str, set[str]] = {}  # adapter -> pipeline components it has weights for
+        self._recent: OrderedDict[str, None] = OrderedDict()  # loaded adapters, least recently used first
+        self.loads = 0  # adapters loaded from a state dict, for the benchmarks
+
+    @staticmethod
+    def _lora_components(pipe) -> list[str]:
+        return [name for name in pipe._lora_loadable_modules if getattr(pipe, name, None) is not None]
+
+    @contextmanager
+    def applied(self, pipe, loras: tuple[tuple[str, float], ...]):
+        """`pipe` with exactly `loras` active inside the block, and none active after it."""
+        try:
+            self.activate(pipe, loras)
+            yield pipe
+        finally:
+            for name in self._lora_components(pipe):
+                _set_enabled(getattr(pipe, name), False)
+
+    def activate(self, pipe, loras: tuple[tuple[str, float], ...]) -> None:
+        components = self._lora_components(pipe)
+        if not loras:
+            for name in components:
+                _set_enabled(getattr(pipe, name), False)
+            return
+        adapters = [self._ensure(pipe, name) for name, _ in loras]
+        for name in components:
+            _set_enabled(getattr(pipe, name), True)
+        pipe.set_adapters(adapters, adapter_weights=[float(weight) for _, weight in loras])
+        self._evict(keep=set(adapters))
+
+    def _ensure(self, pipe, name: str) -> str:
+        """Load LoRA `name` into every component of `pipe` it has weights for (once)."""
+        adapter = adapter_id(name)
+        info = self.library.info(name)
+        if info.family and info.family != self.family:
+            raise RequestError(
+                f"LoRA '{name}' was trained for {info.base_model} ({info.family.upper()}), but this preset is "
+                f"{self.family.upper()}. Pick a LoRA made for this model family, or switch preset."
+            )
+        present = {part for part, names in pipe.get_list_adapters().items() if adapter in names}
+        needed = self._parts.get(adapter)
+        if needed is not None and needed <= present:
+            self._recent.move_to_end(adapter)
+            return adapter
+        state = self.library.state_dict(name)
+        before = {part for part in self._lora_components(pipe) if _has_adapters(getattr(pipe, part))}
+        try:
+            if not present:
+                pipe.load_lora_weights(state, adapter_name=adapter)
+            else:  # the shared text encoder has it already; this task's own UNet does not
+                converted, alphas = pipe.lora_state_dict(dict(state))
+                pipe.load_lora_into_unet(converted, alphas, unet=pipe.unet, adapter_name=adapter, _pipeline=pipe)
+        except Exception as exc:  # wrong family, corrupt or foreign keys: leave the model as it was
+            log.warning("LoRA %s failed to load: %s", name, exc)
+            for part in self._lora_components(pipe):
+                _delete(getattr(pipe, part), adapter)
+                if part not in before:
+                    _set_enabled(getattr(pipe, part), False)
+            raise RequestError(
+                f"LoRA '{name}' does not fit this model: {str(exc).splitlines()[0][:200]} It is probably made "
+                "for another model family (SD 1.5 / SD 2 / SDXL)."
+            ) from None
+        self.loads += 1
+        loaded = {part for part, names in pipe.get_list_adapters().items() if adapter in names}
+        self._parts[adapter] = (needed or set()) | loaded
+        self._recent[adapter] = None
+        self._recent.move_to_end(adapter)
+        return adapter
+
+    def _evict(self, keep: set[str]) -> None:
+        while len(self._recent) > self.max_loaded:
+            victim = next((a for a in self._recent if a not in keep), None)
+            if victim is None:
+                return
+            del self._recent[victim]
+            self._parts.pop(victim, None)
+            for module in self._all_modules():
+                _delete(module, victim)
