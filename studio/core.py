@@ -13,7 +13,8 @@ from studio.control import poses_from_detection
 from studio.errors import RequestError
 from studio.generate import Result, StepCallback, run
 from studio.imaging import check_image
-from studio.models import ModelManager, free_memory
+from studio.loras import LoraInfo, LoraLibrary
+from studio.models import ModelManager, free_memory, resolve_ref
 from studio.outputs import OutputStore
 from studio.presets import Preset, available_presets, load_preset
 from studio.requests import GenerationRequest
@@ -65,6 +66,18 @@ class Studio:
         request = request.with_prompt_loras()
         request.validate(manager.preset.limits)
         return run(manager, request, self.outputs, on_step, stop)
+
+    def lora_names(self, preset: str | None = None) -> list[str]:
+        """LoRAs a request with this preset can name: the LoRA folder's and the preset's own."""
+        return sorted(set(LoraLibrary(self.settings.loras_dir).names()) | set(self.preset(preset).loras))
+
+    def refused_loras(self) -> list[str]:
+        return LoraLibrary(self.settings.loras_dir).refused()
+
+    def lora_info(self, name: str, preset: str | None = None) -> LoraInfo:
+        chosen = self.preset(preset)
+        extras = {n: resolve_ref(chosen, ref, self.settings.models_dir) for n, ref in chosen.loras.items()}
+        return LoraLibrary(self.settings.loras_dir, extras).info(name)
 
     def detect_pose(self, photo, preset: str | None = None) -> dict:
         """OpenPose keypoints of the people in a photo, as editable pose JSON."""

@@ -66,6 +66,25 @@ def parse_prompt_loras(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     return clean.strip().strip(",").strip(), found
 
 
+def parse_lora_list(text: str) -> list[tuple[str, float]]:
+    """The API's `loras` text, "name:0.8, other" (weight 1 when left out), as (name, weight) pairs."""
+    pairs = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, weight = item.rpartition(":")
+        try:
+            pairs.append((name.strip(), float(weight)) if name else (item, 1.0))
+        except ValueError:
+            pairs.append((item, 1.0))  # the last ":" was part of the name
+    return pairs
+
+
+def format_lora_list(pairs) -> str:
+    return ", ".join(f"{name}:{weight:g}" for name, weight in pairs)
+
+
 def merge_loras(*sets: list[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
     """One (name, weight) per LoRA, in first-seen order; a later weight for the same name wins."""
     merged: dict[str, float] = {}
@@ -155,12 +174,19 @@ class LoraLibrary:
         raise RequestError(f"Unknown LoRA '{name}'. Available LoRAs: {known}.")
 
     def info(self, name: str) -> LoraInfo:
+        from safetensors import SafetensorError
+
         source = self._source(name)
         key = (name, source)
         if key not in self._info:
             path = Path(source)
             if path.is_file():
-                metadata = read_metadata(path)
+                try:
+                    metadata = read_metadata(path)
+                except (SafetensorError, OSError, ValueError) as exc:
+                    raise RequestError(
+                        f"LoRA '{name}' could not be read: the file is damaged or not a .safetensors LoRA ({exc})."
+                    ) from None
                 self._info[key] = LoraInfo(
                     name=name, source=source, base_model=metadata.get("ss_base_model_version"),
                     rank=metadata.get("ss_network_dim"), trigger_words=_trigger_words(metadata),

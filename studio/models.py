@@ -87,6 +87,15 @@ def module_bytes(model) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def resolve_ref(preset: Preset, ref: str, models_dir: Path) -> str:
+    """A preset's model reference as a hub id or a folder; `./x` means `<models_dir>/x`."""
+    if ref.startswith("./"):
+        if preset.build == "tiny":
+            tiny.ensure_built(models_dir / "tiny")
+        return str(models_dir / ref[2:])
+    return ref
+
+
 def free_memory() -> None:
     """Give memory back after dropping references (call outside any `except` block: a live
     exception keeps the frames, and so the tensors, alive)."""
@@ -136,11 +145,7 @@ class ModelManager:
         return self.resolve_ref(ref)
 
     def resolve_ref(self, ref: str) -> str:
-        if ref.startswith("./"):
-            if self.preset.build == "tiny":
-                tiny.ensure_built(self.models_dir / "tiny")
-            return str(self.models_dir / ref[2:])
-        return ref
+        return resolve_ref(self.preset, ref, self.models_dir)
 
     def _from_pretrained(self, loader, role: str, **kwargs):
         ref = self.resolve(role)

@@ -54,3 +54,19 @@ def test_bad_input_gets_a_clear_message_and_the_server_keeps_serving(client, cha
     assert "Traceback" not in str(err.value)
     gallery, _ = call(client, batch_size=1)  # the next request works
     assert len(gallery) == 1
+
+
+def test_loras_over_the_api_as_an_argument_or_in_the_prompt(client):
+    picked, info = call(client, batch_size=1, loras="tiny-kohya:0.7")
+    typed, _ = call(client, batch_size=1, prompt="a lighthouse <lora:tiny-kohya:0.7>")
+    plain, _ = call(client, batch_size=1)
+    with Image.open(picked[0]["image"]) as a, Image.open(typed[0]["image"]) as b, Image.open(plain[0]["image"]) as c:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert not np.array_equal(np.asarray(a), np.asarray(c))
+    assert info.startswith("a lighthouse, <lora:tiny-kohya:0.7>\n") and "Lora hashes:" in info
+
+
+@pytest.mark.parametrize("loras, message", [("../../etc/passwd", "Unknown LoRA"), ("evil.ckpt", "pickles can run code")])
+def test_bad_lora_names_over_the_api_get_a_message(client, loras, message):
+    with pytest.raises(AppError, match=message):
+        call(client, loras=loras)

@@ -10,6 +10,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.jobs import JobBoard
+from studio.loras import format_lora_list
 from studio.metadata import parse_infotext
 from studio.presets import Defaults, Limits
 from studio.requests import MAX_SEED
@@ -43,6 +44,7 @@ class Sampling:
     batch_count: gr.Slider
     batch_size: gr.Slider
     reuse_seed: gr.Button  # ♻️: the seed of the image shown in the results panel
+    loras: gr.Textbox  # "name:weight, ..." kept by the LoRA picker; the API's `loras` argument
 
 
 @dataclass
@@ -72,7 +74,7 @@ def prompt_row(tab: str, defaults: Defaults, placeholder: str, negative: bool = 
     return PromptRow(prompt, negative_box, generate, stop)
 
 
-def sampling_controls(defaults: Defaults, caps: Limits, batch: bool = True) -> Sampling:
+def sampling_controls(studio, preset_box, defaults: Defaults, caps: Limits, batch: bool = True) -> Sampling:
     sampler = gr.Dropdown(list(SAMPLER_NAMES), value=defaults.sampler, label="Sampler")
     steps = NamedSlider(1, caps.max_steps, value=defaults.steps, step=1, label="Steps")
     guidance = NamedSlider(0, 30, value=defaults.guidance_scale, step=0.5, label="CFG scale")
@@ -84,7 +86,65 @@ def sampling_controls(defaults: Defaults, caps: Limits, batch: bool = True) -> S
         random_seed = gr.Button("🎲", scale=0, min_width=48)
         reuse_seed = gr.Button("♻️", scale=0, min_width=48)
     random_seed.click(lambda: -1, outputs=seed, api_visibility="private", queue=False)
-    return Sampling(sampler, steps, guidance, seed, batch_count, batch_size, reuse_seed)
+    loras = lora_picker(studio, preset_box)
+    return Sampling(sampler, steps, guidance, seed, batch_count, batch_size, reuse_seed, loras)
+
+
+LORA_SLOTS = 4
+
+
+def lora_picker(studio, preset_box) -> gr.Textbox:
+    """Up to four LoRAs with a weight each, a refresh button and what each LoRA's file says about
+    itself. `<lora:name:weight>` in the prompt works as well. Returns the hidden text the picker
+    keeps ("name:weight, ..."), which the generate events take as their `loras` argument."""
+    names = studio.lora_names()
+    slots = []
+    with gr.Accordion("LoRA", open=False):
+        for i in range(LORA_SLOTS):
+            with gr.Row(equal_height=True):
+                name = gr.Dropdown(["", *names], value="", label=f"LoRA {i + 1}", scale=3)
+                weight = NamedSlider(-2, 2, value=1.0, step=0.05, label="Weight", scale=2)
+            slots.append((name, weight))
+        with gr.Row(equal_height=True):
+            refresh = gr.Button("🔄 Refresh the list", size="sm", scale=0, min_width=160)
+            details = gr.Markdown(_folder_note(studio))
+        text = gr.Textbox("", visible=False, label="LoRAs")
+
+    def chosen(preset, *values):
+        pairs = [(values[i], values[i + 1]) for i in range(0, len(values), 2) if values[i]]
+        lines = []
+        for lora, _ in pairs:
+            try:
+                lines.append("- " + studio.lora_info(lora, preset).describe())
+            except StudioError as exc:
+                lines.append(f"- {lora}: {exc}")
+        return format_lora_list(pairs), "\n".join(lines) or _folder_note(studio)
+
+    slot_values = [component for slot in slots for component in slot]
+    for component in slot_values:
+        component.change(chosen, inputs=[preset_box, *slot_values], outputs=[text, details],
+                         api_visibility="private", queue=False)
+
+    def refreshed(preset):
+        try:
+            choices = ["", *studio.lora_names(preset)]
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return tuple(gr.update(choices=choices) for _ in slots) + (_folder_note(studio),)
+
+    refresh.click(refreshed, inputs=preset_box, outputs=[name for name, _ in slots] + [details],
+                  api_visibility="private", queue=False)
+    preset_box.change(refreshed, inputs=preset_box, outputs=[name for name, _ in slots] + [details],
+                      api_visibility="private", queue=False)
+    return text
+
+
+def _folder_note(studio) -> str:
+    note = f"LoRA folder: `{studio.settings.loras_dir}` (.safetensors only)."
+    refused = studio.refused_loras()
+    if refused:
+        note += " Not loaded, pickle files can run code: " + ", ".join(refused)
+    return note
 
 
 def results_panel(tab: str, sampling: Sampling | None = None) -> Results:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.control import KEYPOINT_NAMES, format_pose, move_keypoint, ready_poses, render_pose, sketch_to_scribble
+from studio.loras import parse_lora_list
 from studio.requests import CONTROL_MODES, ControlRequest
 from studio.ui.common import (
     fit_to_preset,
@@ -60,7 +61,7 @@ def create_tab(studio, preset_box, jobs, caps):
                     start = NamedSlider(0, 1, value=0.0, step=0.01, label="Guidance start")
                     end = NamedSlider(0, 1, value=1.0, step=0.01, label="Guidance end")
                 width, height = size_sliders(d, caps)
-                sampling = sampling_controls(d, caps)
+                sampling = sampling_controls(studio, preset_box, d, caps)
             with gr.Column():
                 control_map = gr.Image(label="Control map (what the ControlNet sees)", type="pil", format="png",
                                        image_mode="RGB", interactive=False, height=360, elem_id="control-map")
@@ -106,7 +107,7 @@ def create_tab(studio, preset_box, jobs, caps):
 
     def control(control_image, prompt, negative_prompt="", control_mode="scribble", conditioning_scale=1.0,
                 guidance_start=0.0, guidance_end=1.0, steps=20, guidance_scale=7.0, width=512, height=512, seed=-1,
-                sampler="Euler a", batch_size=1, batch_count=1, preset=None, request: gr.Request = None,
+                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None,
                 progress=gr.Progress()):
         """`control_image`: the map itself (white scribble on black, or an OpenPose skeleton)."""
         return run_job(studio, jobs, lambda: ControlRequest(
@@ -114,11 +115,11 @@ def create_tab(studio, preset_box, jobs, caps):
             guidance_start=guidance_start, guidance_end=guidance_end, prompt=prompt or "",
             negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale, width=width,
             height=height, seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size,
-            batch_count=batch_count,
+            batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(control, row, [control_map, row.prompt, row.negative, mode, weight, start, end, s.steps, s.guidance,
-                                 width, height, s.seed, s.sampler, s.batch_size, s.batch_count, preset_box],
+                                 width, height, s.seed, s.sampler, s.batch_size, s.batch_count, s.loras, preset_box],
                   results, "control", jobs)
     return results, row, fit_to_preset(studio, preset_box, sampling, (width, height)), photo, mode

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.imaging import RESIZE_MODES
+from studio.loras import parse_lora_list
 from studio.requests import Img2ImgRequest
 from studio.ui.common import fit_to_preset, prompt_row, results_panel, run_job, sampling_controls, wire_generate
 from studio.ui.txt2img import size_sliders
@@ -23,22 +24,23 @@ def create_tab(studio, preset_box, jobs, caps):
                                        info="0 returns the image, 1 ignores it")
                 resize_mode = gr.Radio(list(RESIZE_MODES), value="Keep size", label="Resize mode")
                 width, height = size_sliders(d, caps)
-                sampling = sampling_controls(d, caps)
+                sampling = sampling_controls(studio, preset_box, d, caps)
             with gr.Column():
                 results = results_panel("img2img", sampling)
 
     def img2img(image, prompt, negative_prompt, strength, steps, guidance_scale, seed, sampler, batch_size=1,
-                batch_count=1, resize_mode="Keep size", width=512, height=512, preset=None,
+                batch_count=1, resize_mode="Keep size", width=512, height=512, loras="", preset=None,
                 request: gr.Request = None, progress=gr.Progress()):
         return run_job(studio, jobs, lambda: Img2ImgRequest(
             image=image, prompt=prompt or "", negative_prompt=negative_prompt or "", strength=strength, steps=steps,
             guidance_scale=guidance_scale, seed=-1 if seed is None else seed, sampler=sampler,
-            batch_size=batch_size, batch_count=batch_count, resize_mode=resize_mode, width=width, height=height,
+            batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
+            resize_mode=resize_mode, width=width, height=height,
         ), preset, request, progress)
 
     s = sampling
     wire_generate(img2img, row, [image, row.prompt, row.negative, strength, s.steps, s.guidance, s.seed, s.sampler,
-                                 s.batch_size, s.batch_count, resize_mode, width, height, preset_box],
+                                 s.batch_size, s.batch_count, resize_mode, width, height, s.loras, preset_box],
                   results, "img2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return results, row, fit, image

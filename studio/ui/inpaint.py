@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.imaging import mask_from_editor
+from studio.loras import parse_lora_list
 from studio.requests import INPAINT_AREAS, OUTPAINT_FILLS, InpaintRequest, OutpaintRequest
 from studio.ui.common import fit_to_preset, prompt_row, results_panel, run_job, sampling_controls, wire_generate
 from studio.ui.widgets import ImageInput, MaskEditor, NamedSlider
@@ -37,13 +38,13 @@ def create_inpaint_tab(studio, preset_box, jobs, caps):
                     area = gr.Radio(list(INPAINT_AREAS), value="Whole picture", label="Inpaint area")
                     padding = NamedSlider(0, 256, value=32, step=4, label="Only masked padding")
                 strength = NamedSlider(0, 1, value=1.0, step=0.01, label="Denoising strength")
-                sampling = sampling_controls(d, caps)
+                sampling = sampling_controls(studio, preset_box, d, caps)
             with gr.Column():
                 results = results_panel("inpaint", sampling)
 
     def inpaint(image, prompt, negative_prompt, mask=None, invert_mask=False, mask_blur=4,
                 inpaint_area="Whole picture", padding=32, strength=1.0, steps=20, guidance_scale=7.0, seed=-1,
-                sampler="Euler a", batch_size=1, batch_count=1, preset=None, request: gr.Request = None,
+                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None,
                 progress=gr.Progress()):
         """`image`: the editor value (background + painted layers) or a plain image with `mask`."""
         background = image.get("background") if isinstance(image, dict) else image
@@ -53,13 +54,13 @@ def create_inpaint_tab(studio, preset_box, jobs, caps):
             mask=mask if mask is not None else painted, invert_mask=invert_mask, mask_blur=mask_blur,
             inpaint_area=inpaint_area, padding=padding, strength=strength, prompt=prompt or "",
             negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale,
-            seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size, batch_count=batch_count,
+            seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(inpaint, row, [editor, row.prompt, row.negative, mask_upload, invert, mask_blur, area, padding,
                                  strength, s.steps, s.guidance, s.seed, s.sampler, s.batch_size, s.batch_count,
-                                 preset_box], results, "inpaint", jobs)
+                                 s.loras, preset_box], results, "inpaint", jobs)
     return results, row, fit_to_preset(studio, preset_box, sampling), editor
 
 
@@ -78,21 +79,21 @@ def create_outpaint_tab(studio, preset_box, jobs, caps):
                     fill = gr.Radio(list(OUTPAINT_FILLS), value="Edge colours", label="Fill the new area with")
                     mask_blur = NamedSlider(0, 64, value=8, step=1, label="Mask blur",
                                             info="how far into the original the model looks across the seam")
-                sampling = sampling_controls(d, caps)
+                sampling = sampling_controls(studio, preset_box, d, caps)
             with gr.Column():
                 results = results_panel("outpaint", sampling)
 
     def outpaint(image, prompt, negative_prompt, left=0, right=128, up=0, down=0, fill="Edge colours", mask_blur=8,
-                 steps=20, guidance_scale=7.0, seed=-1, sampler="Euler a", batch_size=1, batch_count=1, preset=None,
-                 request: gr.Request = None, progress=gr.Progress()):
+                 steps=20, guidance_scale=7.0, seed=-1, sampler="Euler a", batch_size=1, batch_count=1, loras="",
+                 preset=None, request: gr.Request = None, progress=gr.Progress()):
         return run_job(studio, jobs, lambda: OutpaintRequest(
             image=image, left=left, right=right, up=up, down=down, fill=fill, mask_blur=mask_blur,
             prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale,
-            seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size, batch_count=batch_count,
+            seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(outpaint, row, [image, row.prompt, row.negative, *margins, fill, mask_blur, s.steps, s.guidance,
-                                  s.seed, s.sampler, s.batch_size, s.batch_count, preset_box],
+                                  s.seed, s.sampler, s.batch_size, s.batch_count, s.loras, preset_box],
                   results, "outpaint", jobs)
     return results, row, fit_to_preset(studio, preset_box, sampling), image

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from studio.loras import parse_lora_list
 from studio.requests import Txt2ImgRequest
 from studio.ui.common import (
     fit_to_preset,
@@ -29,21 +30,21 @@ def create_tab(studio, preset_box, jobs, caps):
         row = prompt_row("txt2img", d, "a watercolor lighthouse at dawn")
         with gr.Row():
             with gr.Column():
-                sampling = sampling_controls(d, caps)
+                sampling = sampling_controls(studio, preset_box, d, caps)
                 width, height = size_sliders(d, caps)
             with gr.Column():
                 results = results_panel("txt2img", sampling)
 
     def txt2img(prompt, negative_prompt, steps, guidance_scale, width, height, seed, sampler,
-                batch_size=1, batch_count=1, preset=None, request: gr.Request = None, progress=gr.Progress()):
+                batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None, progress=gr.Progress()):
         return run_job(studio, jobs, lambda: Txt2ImgRequest(
             prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale,
             width=width, height=height, seed=-1 if seed is None else seed, sampler=sampler,
-            batch_size=batch_size, batch_count=batch_count,
+            batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(txt2img, row, [row.prompt, row.negative, s.steps, s.guidance, width, height, s.seed, s.sampler,
-                                 s.batch_size, s.batch_count, preset_box], results, "txt2img", jobs)
+                                 s.batch_size, s.batch_count, s.loras, preset_box], results, "txt2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return results, row, fit
