@@ -31,18 +31,6 @@ def _has_adapters(module) -> bool:
     return bool(getattr(module, "peft_config", None))
 
 
-def _set_enabled(module, enabled: bool) -> None:
-    from diffusers import ModelMixin
-    from diffusers.loaders.lora_base import disable_lora_for_text_encoder, enable_lora_for_text_encoder
-
-    if not _has_adapters(module):
-        return
-    if isinstance(module, ModelMixin):
-        module.enable_lora() if enabled else module.disable_lora()
-    else:
-        enable_lora_for_text_encoder(module) if enabled else disable_lora_for_text_encoder(module)
-
-
 def _delete(module, adapter: str) -> None:
     from diffusers import ModelMixin
     from diffusers.utils.peft_utils import delete_adapter_layers
@@ -65,6 +53,18 @@ class AdapterManager:
         self._parts: dict[str, set[str]] = {}  # adapter -> pipeline components it has weights for
         self._recent: OrderedDict[str, None] = OrderedDict()  # loaded adapters, least recently used first
         self.loads = 0  # adapters loaded from a state dict, for the benchmarks
+        self._layers: dict[int, list] = {}  # id(module) -> its LoRA layers (walking a UNet is slow)
+
+    def _set_enabled(self, module, enabled: bool) -> None:
+        """Switch all LoRA layers of `module` on or off (off = exactly the bare layer's output)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if not _has_adapters(module):
+            return
+        if id(module) not in self._layers:
+            self._layers[id(module)] = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+        for layer in self._layers[id(module)]:
+            layer.enable_adapters(enabled)
 
     @staticmethod
     def _lora_components(pipe) -> list[str]:
@@ -78,17 +78,17 @@ class AdapterManager:
             yield pipe
         finally:
             for name in self._lora_components(pipe):
-                _set_enabled(getattr(pipe, name), False)
+                self._set_enabled(getattr(pipe, name), False)
 
     def activate(self, pipe, loras: tuple[tuple[str, float], ...]) -> None:
         components = self._lora_components(pipe)
         if not loras:
             for name in components:
-                _set_enabled(getattr(pipe, name), False)
+                self._set_enabled(getattr(pipe, name), False)
             return
         adapters = [self._ensure(pipe, name) for name, _ in loras]
         for name in components:
-            _set_enabled(getattr(pipe, name), True)
+            self._set_enabled(getattr(pipe, name), True)
         pipe.set_adapters(adapters, adapter_weights=[float(weight) for _, weight in loras])
         self._evict(keep=set(adapters))
 
@@ -107,6 +107,7 @@ class AdapterManager:
             self._recent.move_to_end(adapter)
             return adapter
         state = self.library.state_dict(name)
+        self._layers.clear()  # loading adds LoRA layers
         before = {part for part in self._lora_components(pipe) if _has_adapters(getattr(pipe, part))}
         try:
             if not present:
@@ -119,7 +120,7 @@ class AdapterManager:
             for part in self._lora_components(pipe):
                 _delete(getattr(pipe, part), adapter)
                 if part not in before:
-                    _set_enabled(getattr(pipe, part), False)
+                    self._set_enabled(getattr(pipe, part), False)
             raise RequestError(
                 f"LoRA '{name}' does not fit this model: {str(exc).splitlines()[0][:200]} It is probably made "
                 "for another model family (SD 1.5 / SD 2 / SDXL)."
@@ -138,5 +139,6 @@ class AdapterManager:
                 return
             del self._recent[victim]
             self._parts.pop(victim, None)
+            self._layers.clear()
             for module in self._all_modules():
                 _delete(module, victim)

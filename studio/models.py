@@ -116,6 +116,9 @@ class ModelManager:
         self._base = None
         # Specialised models (inpaint/instruct UNets, ControlNets, the annotator), least recently used first.
         self._components: OrderedDict[str, object] = OrderedDict()
+        # Task pipelines derived from the base with from_pipe: made once (that walks every module),
+        # then lent one request at a time under the lock, each time with a new scheduler.
+        self._task_pipes: dict[tuple[str, str | None], object] = {}
         self.cache_budget_bytes = settings.model_cache_mb * 2**20  # 0: no limit
         self.bytes_loaded = 0  # weights read by from_pretrained so far, for the benchmarks
         extras = {name: self.resolve_ref(ref) for name, ref in preset.loras.items()}
@@ -222,10 +225,14 @@ class ModelManager:
             del self._components[victim]
             evicted = True
         if evicted:
+            self._task_pipes.clear()  # they may hold the evicted model
             free_memory()
 
     def cached_roles(self) -> list[str]:
         return list(self._components)
+
+    def cached_models(self) -> list:
+        return list(self._components.values())
 
     def _lora_modules(self) -> list:
         """Every module that can hold LoRA adapters: the base UNet and text encoders, and the
@@ -290,11 +297,16 @@ class ModelManager:
                 overrides["unet"] = self.component("instruct")
             elif task == "control":
                 overrides["controlnet"] = self.component(f"control.{control_mode}")
-            cls = _pipeline_class(TASK_PIPELINES[self.preset.family][task])
-            scheduler = make_scheduler(sampler, base.scheduler.config)
-            # dtype= is needed: without it from_pipe upcasts the shared modules to fp32 (diffusers #12754).
-            pipe = cls.from_pipe(base, scheduler=scheduler, dtype=base.dtype, **overrides)
-            pipe.set_progress_bar_config(disable=True)
+            key = (task, control_mode)
+            if key not in self._task_pipes:
+                cls = _pipeline_class(TASK_PIPELINES[self.preset.family][task])
+                # dtype= is needed: without it from_pipe upcasts the shared modules to fp32 (diffusers #12754).
+                pipe = cls.from_pipe(base, dtype=base.dtype, **overrides)
+                pipe.set_progress_bar_config(disable=True)
+                self._task_pipes[key] = pipe
+            pipe = self._task_pipes[key]
+            # A new scheduler for every request: schedulers keep per-run state (step_index).
+            pipe.scheduler = make_scheduler(sampler, base.scheduler.config)
             with self.adapters.applied(pipe, loras):
                 yield pipe
 

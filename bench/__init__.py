@@ -1,0 +1,1 @@
+"""Benchmarks of the studio's model manager: `python -m bench`."""

@@ -1,0 +1,213 @@
+"""`python -m bench`: the model manager's figures, each against a baseline measured in the same run.
+
+Prints one `name: value` line per figure (medians of several runs after a warm-up). Runs on the
+tiny preset by default (offline, CPU); `--preset sd15 --device cuda` measures a real model when its
+weights are cached. See bench/README.md for what each figure means and the last results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def median_time(fn, runs: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def rss_mb() -> float:
+    """Resident memory of this process, after handing freed heap pages back to the OS."""
+    import ctypes
+    import gc
+
+    import psutil
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def report(name: str, value: float, unit: str = "") -> None:
+    print(f"{name}: {value:.4g}{unit}", flush=True)
+
+
+def make_studio(args, **overrides):
+    from studio.core import Studio
+    from studio.settings import Settings
+
+    settings = Settings.from_env(preset=args.preset, device=args.device, outputs_dir=args.outputs, **overrides)
+    return Studio(settings)
+
+
+def bench_overhead(studio, args) -> None:
+    """Studio end to end (request -> saved PNG with metadata) vs the raw diffusers call."""
+    from studio.requests import Txt2ImgRequest
+
+    request = Txt2ImgRequest(prompt="a lighthouse", steps=args.steps, width=args.size, height=args.size, seed=1,
+                             sampler="Euler a")
+    manager = studio.manager()
+    raw_times, studio_times = [], []
+    with manager.pipeline("txt2img", "Euler a") as pipe:
+        def raw():
+            pipe(prompt=request.prompt, num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
+                 width=request.width, height=request.height, generator=manager.generator(1))
+
+        raw()  # warm-up
+    studio.generate(request)
+    for _ in range(args.runs):  # interleaved, so drift in the machine's speed hits both alike
+        with manager.pipeline("txt2img", "Euler a") as pipe:
+            raw_times.append(median_time(raw, 1, warmup=0))
+        studio_times.append(median_time(lambda: studio.generate(request), 1, warmup=0))
+    raw_s, studio_s = statistics.median(raw_times), statistics.median(studio_times)
+    report("raw_diffusers_s", raw_s, " s")
+    report("studio_end_to_end_s", studio_s, " s")
+    report("overhead_ratio", studio_s / raw_s)
+
+
+def bench_task_switch(studio, args) -> None:
+    """First Image to Image call right after Text to Image vs a warm Image to Image call."""
+    from PIL import Image
+
+    from studio.requests import Img2ImgRequest, Txt2ImgRequest
+
+    size = args.size
+    txt = Txt2ImgRequest(prompt="a lighthouse", steps=args.steps, width=size, height=size, seed=1)
+    img = Img2ImgRequest(prompt="a lighthouse", steps=args.steps, strength=1.0, seed=1,
+                         image=Image.new("RGB", (size, size), (90, 120, 200)))
+    manager = studio.manager()
+    studio.generate(img)  # warm-up
+    firsts, warms, loaded = [], [], 0
+    for _ in range(args.runs):
+        studio.generate(txt)
+        before = manager.bytes_loaded
+        start = time.perf_counter()
+        studio.generate(img)
+        firsts.append(time.perf_counter() - start)
+        loaded += manager.bytes_loaded - before
+        start = time.perf_counter()
+        studio.generate(img)
+        warms.append(time.perf_counter() - start)
+    report("task_switch_ratio", statistics.median(firsts) / statistics.median(warms))
+    report("task_switch_weight_bytes_loaded", loaded)
+
+
+def bench_lora_swaps(studio, args) -> None:
+    """Switching LoRA sets in the manager vs reloading the base pipeline from disk."""
+    from diffusers import StableDiffusionPipeline
+
+    manager = studio.manager()
+    base_folder = manager.resolve("base")
+    names = manager.loras.names()[:2]
+    set_a, set_b = ((names[0], 0.8),), ((names[1], 0.6),) if len(names) > 1 else ((names[0], 0.3),)
+
+    def activate(loras):
+        with manager.pipeline("txt2img", "Euler a", loras=loras):
+            pass
+
+    start = time.perf_counter()
+    activate(set_a)  # cold: read from disk, converted, loaded into the UNet (and text encoder)
+    cold_s = time.perf_counter() - start
+    activate(set_b)
+    count = {"swaps": 0}
+
+    def swap():  # A, B, A, B, ...: every call changes the active set
+        count["swaps"] += 1
+        activate(set_a if count["swaps"] % 2 else set_b)
+
+    cached_s = median_time(swap, args.runs * 4)
+    reload_s = median_time(lambda: StableDiffusionPipeline.from_pretrained(
+        base_folder, dtype=manager.dtype, safety_checker=None, requires_safety_checker=False), args.runs)
+    report("lora_swap_cold_ms", cold_s * 1000, " ms")
+    report("lora_swap_cached_ms", cached_s * 1000, " ms")
+    report("base_reload_ms", reload_s * 1000, " ms")
+    report("lora_swap_vs_reload", cached_s / reload_s)
+
+
+def bench_lora_leak(args) -> None:
+    """Resident memory growth over 100 swaps: between loaded sets, and with deletes and reloads."""
+    studio = make_studio(args, max_loaded_loras=1)  # every swap deletes one adapter and loads another
+    manager = studio.manager()
+    names = manager.loras.names()[:2]
+
+    def swaps(count):
+        for i in range(count):
+            with manager.pipeline("txt2img", "Euler a", loras=((names[i % len(names)], 1.0),)):
+                pass
+
+    swaps(20)  # warm-up: allocator and caches settle
+    before = rss_mb()
+    swaps(100)
+    report("lora_leak_mb_per_100_swaps", rss_mb() - before, " MB")
+    report("lora_loads_in_100_swaps", manager.adapters.loads - 20)
+
+
+def bench_memory(args) -> None:
+    """Resident memory after using all five tabs vs five independently loaded pipelines, each
+    measured in a fresh process (so one cannot borrow the other's pages). `studio-budget` is the
+    studio with a model cache budget that holds one specialised model at a time."""
+    results = {}
+    for mode in ("studio", "studio-budget", "naive"):
+        env = {**os.environ, "STUDIO_MODEL_CACHE_MB": str(args.budget_mb if mode == "studio-budget" else 0)}
+        out = subprocess.run([sys.executable, "-m", "bench.memory", mode, args.preset, args.device],
+                             cwd=REPO, capture_output=True, text=True, check=True, env=env).stdout
+        results[mode] = {key: float(value) for key, value in (line.split(": ") for line in out.strip().splitlines())}
+    for mode, figures in results.items():
+        report(f"memory_{mode.replace('-', '_')}_rss_mb", figures["rss_mb"], " MB")
+        report(f"memory_{mode.replace('-', '_')}_weights_mb", figures["weights_mb"], " MB")
+    naive = results["naive"]
+    report("memory_vs_naive", results["studio"]["weights_mb"] / naive["weights_mb"])
+    report("memory_vs_naive_with_budget", results["studio-budget"]["weights_mb"] / naive["weights_mb"])
+    report("memory_vs_naive_rss", results["studio"]["rss_mb"] / naive["rss_mb"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", type=int, default=256, help="image side; 256 takes about 1 s on 2 CPU cores")
+    parser.add_argument("--budget-mb", type=int, default=None,
+                        help="model cache budget for memory_vs_naive_with_budget (default: one UNet's worth)")
+    args = parser.parse_args()
+    if args.budget_mb is None:
+        args.budget_mb = 6 if args.preset == "tiny" else 2048  # a tiny UNet is 5.5 MB, an SD 1.5 fp16 one 1.7 GB
+    import platform
+
+    import torch
+
+    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"device {args.device}, preset {args.preset}, {args.size}x{args.size}, {args.steps} steps", flush=True)
+    with tempfile.TemporaryDirectory() as outputs:
+        args.outputs = outputs
+        studio = make_studio(args)
+        bench_overhead(studio, args)
+        bench_task_switch(studio, args)
+        bench_lora_swaps(studio, args)
+        del studio
+        bench_lora_leak(args)
+        bench_memory(args)
+
+
+if __name__ == "__main__":
+    main()
