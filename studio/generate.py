@@ -20,6 +20,8 @@ from studio.outputs import OutputStore
 from studio.requests import MAX_SEED, GenerationRequest
 from studio.tasks import PLANNERS, Plan
 
+VAE_TILING_PIXELS = 1024 * 1024
+
 # on_step(done, total): called after every denoising step, across the whole batch count.
 StepCallback = Callable[[int, int], None]
 
@@ -70,6 +72,11 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
     images: list[Image.Image] = []
     callback = _step_callback(on_step, plan.steps_run * request.batch_count, stop)
     with manager.pipeline(plan.task, request.sampler, plan.control_mode, request.loras) as pipe:
+        # Decoding a big image at once needs several GB; tiles keep it within reach of small GPUs.
+        if plan.size[0] * plan.size[1] > VAE_TILING_PIXELS:
+            pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
         for batch_seeds in seeds:
             try:
                 output = pipe(

@@ -114,3 +114,14 @@ def test_model_not_cached_says_which_and_how_to_fix(settings, tmp_path):
     message = str(err.value)
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in message
     assert "--preset tiny" in message and "Connect to the internet once" in message
+
+
+def test_big_images_are_decoded_in_tiles(studio, monkeypatch):
+    from studio import generate
+
+    vae = studio.manager().base_pipeline().vae
+    monkeypatch.setattr(generate, "VAE_TILING_PIXELS", 100 * 100)
+    studio.generate(request(width=128, height=128))
+    assert vae.use_tiling
+    studio.generate(request(width=64, height=64))
+    assert not vae.use_tiling
