@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 
 from studio.control import poses_from_detection
 from studio.errors import RequestError
 from studio.generate import Result, StepCallback, run
+from studio.history import History
 from studio.imaging import check_image
 from studio.loras import LoraInfo, LoraLibrary
 from studio.models import ModelManager, free_memory, resolve_ref
@@ -24,8 +26,10 @@ from studio.settings import Settings
 class Studio:
     def __init__(self, settings: Settings, max_loaded_presets: int = 1):
         self.settings = settings
-        self.default_preset = load_preset(settings.preset, settings.presets_dir)  # fails fast on a bad name
+        self.default_preset = self.preset(settings.preset)  # fails fast on a bad name
         self.outputs = OutputStore(settings.outputs_dir)
+        self.outputs.remove_partial_files()  # left by a process killed while saving
+        self.history = History(settings.outputs_dir / "history.sqlite3", shared=settings.shared_history)
         self._gpu_lock = threading.RLock()
         self._managers: OrderedDict[str, ModelManager] = OrderedDict()
         self._max_loaded = max_loaded_presets
@@ -34,9 +38,12 @@ class Studio:
         return available_presets(self.settings.presets_dir)
 
     def preset(self, name: str | None = None) -> Preset:
-        if not name or name == self.default_preset.name:
-            return self.default_preset
-        return load_preset(name, self.settings.presets_dir)
+        """A preset, with the server's caps (STUDIO_CAP_*) applied on top of its own limits."""
+        preset = load_preset(name or self.settings.preset, self.settings.presets_dir)
+        caps = {"max_width": self.settings.cap_width, "max_height": self.settings.cap_height,
+                "max_steps": self.settings.cap_steps, "max_batch_size": self.settings.cap_batch_size}
+        limits = {key: min(getattr(preset.limits, key), cap) for key, cap in caps.items() if cap > 0}
+        return replace(preset, limits=replace(preset.limits, **limits)) if limits else preset
 
     def manager(self, preset_name: str | None = None) -> ModelManager:
         """The manager of a preset, made on first use. Only `max_loaded_presets` stay loaded:
@@ -60,12 +67,16 @@ class Studio:
         preset: str | None = None,
         on_step: StepCallback | None = None,
         stop: threading.Event | None = None,
+        owner: str = "local",
     ) -> Result:
-        """Run any task's request with the preset it names (the server's default when None)."""
+        """Run any task's request with the preset it names (the server's default when None), and
+        record its images in `owner`'s history."""
         manager = self.manager(preset)
         request = request.with_prompt_loras()
         request.validate(manager.preset.limits)
-        return run(manager, request, self.outputs, on_step, stop)
+        result = run(manager, request, self.outputs, on_step, stop)
+        self.history.add_many(owner, request.task, list(zip(result.paths, result.seeds, result.infotexts)))
+        return result
 
     def lora_names(self, preset: str | None = None) -> list[str]:
         """LoRAs a request with this preset can name: the LoRA folder's and the preset's own."""

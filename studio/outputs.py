@@ -25,6 +25,12 @@ class OutputStore:
         self.root = root
         self._lock = threading.Lock()  # numbering must not race between concurrent saves
 
+    def remove_partial_files(self) -> None:
+        """Delete temp files a killed process left halfway through a save."""
+        if self.root.is_dir():
+            for stale in self.root.rglob("*.png.tmp"):
+                stale.unlink(missing_ok=True)
+
     def _next_number(self, folder: Path) -> int:
         numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _NUMBERED.match(p.name))]
         return max(numbers, default=0) + 1
@@ -37,7 +43,7 @@ class OutputStore:
         info.add_text(PNG_KEY, infotext)
         with self._lock:
             path = folder / f"{self._next_number(folder):05d}-{seed}.png"
-            fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=folder)
+            fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=folder)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     image.save(handle, format="PNG", pnginfo=info)

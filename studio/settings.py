@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# A Hugging Face Space's persistent storage, when the Space has it: outputs and history survive restarts.
+PERSISTENT_DIR = Path("/data")
 
 
 def _default_models_dir() -> Path:
@@ -14,45 +16,66 @@ def _default_models_dir() -> Path:
     return Path(cache) / "sd-studio" / "models"
 
 
+def _default_outputs_dir() -> Path:
+    if PERSISTENT_DIR.is_dir() and os.access(PERSISTENT_DIR, os.W_OK):
+        return PERSISTENT_DIR / "outputs"
+    return REPO_ROOT / "outputs"
+
+
 @dataclass(frozen=True)
 class Settings:
     preset: str = "sd15"
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # loopback: this machine only, unless --listen
     port: int = 7860
-    outputs_dir: Path = field(default_factory=lambda: REPO_ROOT / "outputs")
+    outputs_dir: Path = field(default_factory=_default_outputs_dir)
     # Where the tiny set is built and where "./..." model paths in presets are looked up.
     # Hub downloads go to the Hugging Face cache (HF_HOME) as usual.
     models_dir: Path = field(default_factory=_default_models_dir)
     presets_dir: Path = REPO_ROOT / "presets"
     loras_dir: Path = field(default_factory=lambda: REPO_ROOT / "loras")
     device: str = "auto"  # auto | cuda | mps | cpu (or cuda:1, ...)
-    queue_size: int = 32
+    queue_size: int = 32  # requests waiting for the GPU; more are turned away
     lora_cache_mb: int = 1024  # LoRA state dicts kept in RAM (LRU)
     max_loaded_loras: int = 8  # adapters kept in each model before the least recently used is deleted
     model_cache_mb: int = 0  # specialised models (inpaint/instruct UNets, ControlNets, annotator); 0 = no limit
+    auth: tuple[tuple[str, str], ...] = ()  # (user, password) pairs; empty = no login
+    share: bool = False  # a public Gradio share link
+    max_upload_mb: int = 20
+    history: str = "auto"  # shared | private | auto (shared on a loopback install without logins)
+    # Server-wide caps on top of every preset's own limits (0 = the preset's limit).
+    cap_width: int = 0
+    cap_height: int = 0
+    cap_steps: int = 0
+    cap_batch_size: int = 0
 
     def __post_init__(self):
         for key in ("outputs_dir", "models_dir", "presets_dir", "loras_dir"):
             object.__setattr__(self, key, Path(getattr(self, key)).expanduser().resolve())
+        if self.history not in ("auto", "shared", "private"):
+            raise ValueError(f"history must be auto, shared or private, got {self.history!r}")
+
+    @property
+    def shared_history(self) -> bool:
+        if self.history == "auto":
+            return self.host in ("127.0.0.1", "localhost", "::1") and not self.auth
+        return self.history == "shared"
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
-        """Settings from STUDIO_* variables, then explicit `overrides` (flags) on top."""
-        env = {
-            "preset": os.environ.get("STUDIO_PRESET"),
-            "host": os.environ.get("STUDIO_HOST"),
-            "port": os.environ.get("STUDIO_PORT"),
-            "outputs_dir": os.environ.get("STUDIO_OUTPUTS"),
-            "models_dir": os.environ.get("STUDIO_MODELS"),
-            "device": os.environ.get("STUDIO_DEVICE"),
-            "queue_size": os.environ.get("STUDIO_QUEUE_SIZE"),
-            "loras_dir": os.environ.get("STUDIO_LORAS"),
-            "lora_cache_mb": os.environ.get("STUDIO_LORA_CACHE_MB"),
-            "model_cache_mb": os.environ.get("STUDIO_MODEL_CACHE_MB"),
-        }
-        values = {k: v for k, v in env.items() if v is not None}
+        """Settings from STUDIO_<NAME> variables (e.g. STUDIO_MAX_UPLOAD_MB, STUDIO_CAP_WIDTH), then
+        explicit `overrides` (flags) on top."""
+        values = {}
+        for spec in fields(cls):
+            raw = os.environ.get(f"STUDIO_{spec.name.upper()}")
+            if raw is not None and spec.name != "auth":
+                values[spec.name] = raw
+        for old, new in (("OUTPUTS", "outputs_dir"), ("MODELS", "models_dir"), ("LORAS", "loras_dir")):
+            if f"STUDIO_{old}" in os.environ:
+                values[new] = os.environ[f"STUDIO_{old}"]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("port", "queue_size", "lora_cache_mb", "model_cache_mb"):
-            if key in values:
-                values[key] = int(values[key])
+        for spec in fields(cls):
+            if spec.name in values and spec.type in ("int", int):
+                values[spec.name] = int(values[spec.name])
+            elif spec.name in values and spec.type in ("bool", bool) and isinstance(values[spec.name], str):
+                values[spec.name] = values[spec.name].lower() in ("1", "true", "yes", "on")
         return cls(**values)

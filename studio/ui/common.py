@@ -57,8 +57,14 @@ class Results:
 
 
 def job_owner(request: gr.Request | None) -> str:
-    """Who a job belongs to: the browser session (or API client session)."""
+    """Whose Stop button a job answers to: the browser session (or API client session)."""
     return getattr(request, "session_hash", None) or "local"
+
+
+def history_owner(request: gr.Request | None) -> str:
+    """Whose history a generation goes to: the login when auth is on, else the browser session."""
+    username = getattr(request, "username", None)
+    return f"user:{username}" if username else f"session:{job_owner(request)}"
 
 
 def prompt_row(tab: str, defaults: Defaults, placeholder: str, negative: bool = True) -> PromptRow:
@@ -194,7 +200,7 @@ def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: g
     progress(0, desc="Starting")
     with jobs.running(job_owner(request)) as stop_event:
         result = run_safely(lambda: studio.generate(
-            req, preset=preset, stop=stop_event,
+            req, preset=preset, stop=stop_event, owner=history_owner(request),
             on_step=lambda done, total: progress((done, total), desc="Generating", unit="steps"),
         ))
     for note in result.notes:
