@@ -1,58 +1,111 @@
-"""SD Studio: `python app.py --preset tiny` serves the studio on http://127.0.0.1:7860."""
+"""SD Studio: `python app.py --preset tiny` serves the studio on http://127.0.0.1:7860.
+
+On a Hugging Face Space this file is the entry point as it is (see README, Deploy).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 
+from studio import zerogpu  # noqa: F401  (imports `spaces` before anything touches CUDA, when present)
 from studio.errors import PresetError
 from studio.settings import Settings
+
+log = logging.getLogger("studio")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="A Stable Diffusion studio in the browser.")
     parser.add_argument("--preset", help="model preset from presets/*.toml (default: sd15; 'tiny' works offline)")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--listen", action="store_true", help="serve the LAN too (binds 0.0.0.0); use with --auth")
     parser.add_argument("--port", type=int, help="port (default 7860)")
-    parser.add_argument("--outputs", dest="outputs_dir", help="folder for generated images (default ./outputs)")
+    parser.add_argument("--auth", action="append", metavar="USER:PASS", help="require this login (repeatable)")
+    parser.add_argument("--auth-file", help="file with one user:pass per line")
+    parser.add_argument("--share", action="store_true", help="make a public gradio.live link (off by default)")
+    parser.add_argument("--outputs", dest="outputs_dir", help="folder for generated images and history")
     parser.add_argument("--models", dest="models_dir", help="folder for the tiny models and './' preset paths")
     parser.add_argument("--loras", dest="loras_dir", help="folder of .safetensors LoRAs (default ./loras)")
     parser.add_argument("--model-cache-mb", dest="model_cache_mb", type=int,
                         help="memory budget for inpaint/instruct/ControlNet models, LRU (default 0: no limit)")
+    parser.add_argument("--history", choices=["auto", "shared", "private"],
+                        help="whose generations the History tab shows (auto: shared on a loopback install "
+                             "without logins, else each user's own)")
     parser.add_argument("--device", help="auto (default), cuda, mps or cpu")
     return parser.parse_args(argv)
+
+
+def read_auth(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    lines = list(args.auth or [])
+    if args.auth_file:
+        with open(args.auth_file, encoding="utf-8") as handle:
+            lines += [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+    pairs = []
+    for line in lines:
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise SystemExit(f"error: a login must look like user:password, got {line.split(':')[0]!r}...")
+        pairs.append((user, password))
+    return tuple(pairs)
+
+
+def lan_address() -> str:
+    """This machine's address on the LAN (the one a route to the outside would use)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the interface
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    settings = Settings.from_env(**vars(args))
+    flags = {k: v for k, v in vars(args).items() if k not in ("listen", "auth", "auth_file", "share")}
+    if args.listen:
+        flags["host"] = "0.0.0.0"
+    settings = Settings.from_env(**flags, auth=read_auth(args) or None, share=args.share or None)
     # Imported here so `--help` and a bad preset answer without loading torch.
     from studio.core import Studio
-    from studio.ui import CSS, build
+    from studio.ui import CSS, THEME, build
 
     try:
         studio = Studio(settings)
     except PresetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"Serving the LAN: http://{lan_address()}:{settings.port}/", flush=True)
+        if not settings.auth:
+            print("WARNING: the studio is reachable from other machines and asks for no login. "
+                  "Anyone on this network can use your GPU and see what it makes. "
+                  "Add --auth user:password (or --auth-file).", file=sys.stderr, flush=True)
     demo = build(studio)
     demo.queue(max_size=settings.queue_size)
-    demo.launch(
+    launch = dict(
         server_name=settings.host,
         server_port=settings.port,
+        auth=list(settings.auth) or None,
+        auth_message="SD Studio: log in to use it.",
+        max_file_size=f"{settings.max_upload_mb}mb",
         allowed_paths=[str(settings.outputs_dir)],
         css=CSS,
-        theme=gr_theme(),
+        theme=THEME,
     )
+    if settings.share:
+        try:
+            demo.launch(share=True, prevent_thread_lock=True, **launch)
+        except Exception as exc:  # offline, or the share binary cannot be fetched
+            print(f"The share link could not be made ({type(exc).__name__}: {exc}). "
+                  f"The studio keeps running locally.", file=sys.stderr, flush=True)
+        demo.block_thread()
+        return 0
+    demo.launch(**launch)
     return 0
-
-
-def gr_theme():
-    import gradio as gr
-
-    return gr.themes.Soft(primary_hue="orange")
 
 
 if __name__ == "__main__":

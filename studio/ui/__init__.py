@@ -1,5 +1,5 @@
-"""The Gradio app: a header with the model preset, then one tab per task, and the send-to buttons
-that carry an image (and its prompt) from any result to another tab.
+"""The Gradio app: a header with the model preset, then one tab per task, History and PNG Info,
+and the buttons that carry an image or its parameters from one tab to another.
 
 UI modules build widgets and call the Studio; they never import torch or diffusers.
 """
@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import gradio as gr
 
+from studio import zerogpu
+from studio.errors import StudioError
 from studio.jobs import JobBoard
 from studio.presets import Limits
-from studio.ui import control, img2img, inpaint, instruct, txt2img
+from studio.requests import txt2img_settings_from_infotext
+from studio.ui import control, history, img2img, inpaint, instruct, pnginfo, txt2img
+from studio.ui.common import TabHandles
 
 CSS = """
 .generate-button { min-height: 5em; font-size: 1.2em; }
 footer { display: none !important; }
 """
+THEME = gr.themes.Soft(primary_hue="orange")
 
 
 def widest_limits(studio) -> Limits:
@@ -24,15 +29,8 @@ def widest_limits(studio) -> Limits:
     return Limits(**{field: max(getattr(lim, field) for lim in limits) for field in Limits.__dataclass_fields__})
 
 
-def _selected_path(gallery, selected) -> str:
-    if not gallery:
-        raise gr.Error("There is no result to send yet: generate an image first.")
-    index = selected if isinstance(selected, int) and 0 <= selected < len(gallery) else 0
-    item = gallery[index]
-    return item[0] if isinstance(item, (tuple, list)) else item
-
-
 def build(studio) -> gr.Blocks:
+    zerogpu.serve(studio)
     jobs = JobBoard()
     caps = widest_limits(studio)
     with gr.Blocks(title="SD Studio", analytics_enabled=False) as demo:
@@ -47,43 +45,96 @@ def build(studio) -> gr.Blocks:
                 scale=2,
             )
         with gr.Tabs() as tabs:
-            t2i = txt2img.create_tab(studio, preset_box, jobs, caps)
-            i2i = img2img.create_tab(studio, preset_box, jobs, caps)
-            inp = inpaint.create_inpaint_tab(studio, preset_box, jobs, caps)
-            outp = inpaint.create_outpaint_tab(studio, preset_box, jobs, caps)
-            ins = instruct.create_tab(studio, preset_box, jobs, caps)
-            ctl = control.create_tab(studio, preset_box, jobs, caps)
+            handles = {
+                "txt2img": txt2img.create_tab(studio, preset_box, jobs, caps),
+                "img2img": img2img.create_tab(studio, preset_box, jobs, caps),
+                "inpaint": inpaint.create_inpaint_tab(studio, preset_box, jobs, caps),
+                "outpaint": inpaint.create_outpaint_tab(studio, preset_box, jobs, caps),
+                "instruct": instruct.create_tab(studio, preset_box, jobs, caps),
+                "control": control.create_tab(studio, preset_box, jobs, caps),
+            }
+            history_results, history_tabs, reuse = history.create_tab(studio)
+            png_text, png_send = pnginfo.create_tab()
 
         def fit_all(name):
-            return tuple(update for tab in (t2i, i2i, inp, outp, ins, ctl) for update in tab[2][0](name))
+            return tuple(update for tab in handles.values() for update in tab.fit[0](name))
 
-        all_sliders = [component for tab in (t2i, i2i, inp, outp, ins, ctl) for component in tab[2][1]]
-        demo.load(fit_all, inputs=preset_box, outputs=all_sliders, api_visibility="private", queue=False)
-        _wire_send_to(tabs, [t2i, i2i, inp, outp, ins, ctl], i2i[3], inp[3], ins[3], ctl[3], ctl[4])
+        demo.load(fit_all, inputs=preset_box, outputs=[c for tab in handles.values() for c in tab.fit[1]],
+                  api_visibility="private", queue=False)
+        sources = [(tab.results, tab.row.prompt) for tab in handles.values()]
+        history_prompt = gr.Textbox(visible=False)  # the selected history image's prompt, for send-to
+        history_results.info.change(lambda text: txt2img_settings_from_infotext(text or "")["prompt"],
+                                    inputs=history_results.info, outputs=history_prompt, api_visibility="private")
+        _wire_send_to(tabs, handles, sources + [(history_results, history_prompt)])
+        _wire_reuse(tabs, handles, reuse, history_results, history_tabs)
+        _wire_fill(tabs, handles["txt2img"], png_send, png_text, "txt2img")
     return demo
 
 
-def _wire_send_to(tabs, sources, img2img_image, inpaint_editor, instruct_image, control_photo, control_mode):
-    """Each result panel's send buttons put the selected image into the target tab's input,
-    copy the prompt along, and switch to that tab."""
-    targets = {
-        "img2img": (img2img_image, lambda path: path),
-        "inpaint": (inpaint_editor, lambda path: {"background": path, "layers": [], "composite": path}),
-        "instruct": (instruct_image, lambda path: path),
-        "control": (control_photo, lambda path: path),
-    }
-    prompts = {"img2img": sources[1][1].prompt, "inpaint": sources[2][1].prompt, "instruct": sources[4][1].prompt,
-               "control": sources[5][1].prompt}
-    for results, row, *_ in sources:
+def _selected_path(gallery, selected) -> str:
+    if not gallery:
+        raise gr.Error("There is no image to send yet.")
+    index = selected if isinstance(selected, int) and 0 <= selected < len(gallery) else 0
+    item = gallery[index]
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def _wire_send_to(tabs, handles: dict[str, TabHandles], sources):
+    """Each send button puts the selected image into the target tab's input, copies the prompt
+    along, and switches to that tab (Control: to pose mode, with the image as the photo)."""
+    as_editor = {"inpaint": lambda path: {"background": path, "layers": [], "composite": path}}
+    for results, prompt in sources:
         for target, button in results.send.items():
-            component, to_value = targets[target]
-            outputs = [component, prompts[target], tabs]
-            extra = (gr.update(value="openpose"),) if target == "control" else ()
-            if target == "control":
-                outputs.append(control_mode)
+            tab = handles[target]
+            to_value = as_editor.get(target, lambda path: path)
+            outputs = [tab.receiver, tab.row.prompt, tabs] + ([tab.mode] if tab.mode is not None else [])
 
-            def send(gallery, selected, prompt, to_value=to_value, target=target, extra=extra):
-                return (to_value(_selected_path(gallery, selected)), prompt, gr.Tabs(selected=target), *extra)
+            def send(gallery, selected, prompt_text, to_value=to_value, target=target, mode=tab.mode):
+                extra = ("openpose",) if mode is not None else ()
+                return (to_value(_selected_path(gallery, selected)), prompt_text, gr.Tabs(selected=target), *extra)
 
-            button.click(send, inputs=[results.gallery, results.selected, row.prompt], outputs=outputs,
+            button.click(send, inputs=[results.gallery, results.selected, prompt], outputs=outputs,
                          api_visibility="private", queue=False)
+
+
+def _settings_outputs(tab: TabHandles) -> list:
+    s = tab.sampling
+    return [tab.row.prompt, tab.row.negative, s.steps, s.guidance, s.seed, s.sampler, *(tab.size or ())]
+
+
+def _settings_values(text: str, tab: TabHandles) -> list:
+    """Values for `_settings_outputs(tab)` from an infotext; what the text leaves out stays as it is."""
+    try:
+        settings = txt2img_settings_from_infotext(text or "")
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from None
+    keys = ["prompt", "negative_prompt", "steps", "guidance_scale", "seed", "sampler"]
+    keys += ["width", "height"] if tab.size else []
+    return [settings[key] if key in settings else gr.update() for key in keys]
+
+
+def _wire_fill(tabs, tab: TabHandles, button, text_box, target: str):
+    """PNG Info -> Text to Image: every setting the text names, then switch there."""
+    button.click(lambda text: (*_settings_values(text, tab), gr.Tabs(selected=target)), inputs=text_box,
+                 outputs=[*_settings_outputs(tab), tabs], api_visibility="private", queue=False)
+
+
+def _wire_reuse(tabs, handles: dict[str, TabHandles], reuse, results, tabs_of):
+    """History's "reuse parameters": fill the tab the image came from (outpaint's own settings
+    live in its tab; its prompt and sampling settings are filled like the others)."""
+    order = list(handles)
+    outputs = [component for tab in handles.values() for component in _settings_outputs(tab)]
+
+    def fill(text, tab_names, index):
+        if not text:
+            raise gr.Error("Pick an image first.")
+        source = tab_names[index] if 0 <= index < len(tab_names) else "txt2img"
+        source = source if source in handles else "txt2img"
+        updates = []
+        for name in order:
+            tab = handles[name]
+            updates += _settings_values(text, tab) if name == source else [gr.update()] * len(_settings_outputs(tab))
+        return (*updates, gr.Tabs(selected=source))
+
+    reuse.click(fill, inputs=[results.info, tabs_of, results.selected], outputs=[*outputs, tabs],
+                api_visibility="private", queue=False)

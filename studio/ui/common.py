@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from studio import zerogpu
 from studio.errors import StudioError
 from studio.jobs import JobBoard
 from studio.loras import format_lora_list
@@ -54,6 +55,20 @@ class Results:
     infotexts: gr.State
     selected: gr.State  # index of the image picked in the gallery (0 until one is clicked)
     send: dict[str, gr.Button]
+
+
+@dataclass
+class TabHandles:
+    """What a tab gives the app shell: its results (a send-to source), its prompt and settings
+    (filled by "reuse parameters" and PNG Info), and the input that receives sent images."""
+
+    results: Results
+    row: PromptRow
+    sampling: Sampling
+    fit: tuple  # (fn, outputs) fitting the sliders to a preset, for the page's load event
+    size: tuple | None = None  # (width, height) sliders, where the tab has them
+    receiver: object = None  # the image input a send-to button fills
+    mode: object = None  # Control: the mode radio, switched to pose when a photo is sent
 
 
 def job_owner(request: gr.Request | None) -> str:
@@ -198,11 +213,14 @@ def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: g
     (gallery items, infotext of the first image, all infotexts)."""
     req = run_safely(make_request)
     progress(0, desc="Starting")
-    with jobs.running(job_owner(request)) as stop_event:
-        result = run_safely(lambda: studio.generate(
-            req, preset=preset, stop=stop_event, owner=history_owner(request),
-            on_step=lambda done, total: progress((done, total), desc="Generating", unit="steps"),
-        ))
+    if zerogpu.ENABLED:  # a GPU worker process: see studio/zerogpu.py
+        result = run_safely(lambda: zerogpu.generate(req, preset, history_owner(request)))
+    else:
+        with jobs.running(job_owner(request)) as stop_event:
+            result = run_safely(lambda: studio.generate(
+                req, preset=preset, stop=stop_event, owner=history_owner(request),
+                on_step=lambda done, total: progress((done, total), desc="Generating", unit="steps"),
+            ))
     for note in result.notes:
         gr.Info(note)
     if result.stopped:

@@ -12,6 +12,7 @@ from studio.control import KEYPOINT_NAMES, format_pose, move_keypoint, ready_pos
 from studio.loras import parse_lora_list
 from studio.requests import CONTROL_MODES, ControlRequest
 from studio.ui.common import (
+    TabHandles,
     fit_to_preset,
     prompt_row,
     results_panel,
@@ -122,4 +123,5 @@ def create_tab(studio, preset_box, jobs, caps):
     wire_generate(control, row, [control_map, row.prompt, row.negative, mode, weight, start, end, s.steps, s.guidance,
                                  width, height, s.seed, s.sampler, s.batch_size, s.batch_count, s.loras, preset_box],
                   results, "control", jobs)
-    return results, row, fit_to_preset(studio, preset_box, sampling, (width, height)), photo, mode
+    fit = fit_to_preset(studio, preset_box, sampling, (width, height))
+    return TabHandles(results, row, sampling, fit, size=(width, height), receiver=photo, mode=mode)

@@ -7,7 +7,15 @@ import gradio as gr
 from studio.imaging import RESIZE_MODES
 from studio.loras import parse_lora_list
 from studio.requests import Img2ImgRequest
-from studio.ui.common import fit_to_preset, prompt_row, results_panel, run_job, sampling_controls, wire_generate
+from studio.ui.common import (
+    TabHandles,
+    fit_to_preset,
+    prompt_row,
+    results_panel,
+    run_job,
+    sampling_controls,
+    wire_generate,
+)
 from studio.ui.txt2img import size_sliders
 from studio.ui.widgets import ImageInput, NamedSlider
 
@@ -43,4 +51,4 @@ def create_tab(studio, preset_box, jobs, caps):
                                  s.batch_size, s.batch_count, resize_mode, width, height, s.loras, preset_box],
                   results, "img2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
-    return results, row, fit, image
+    return TabHandles(results, row, sampling, fit, receiver=image)

@@ -7,7 +7,15 @@ import gradio as gr
 from studio.imaging import mask_from_editor
 from studio.loras import parse_lora_list
 from studio.requests import INPAINT_AREAS, OUTPAINT_FILLS, InpaintRequest, OutpaintRequest
-from studio.ui.common import fit_to_preset, prompt_row, results_panel, run_job, sampling_controls, wire_generate
+from studio.ui.common import (
+    TabHandles,
+    fit_to_preset,
+    prompt_row,
+    results_panel,
+    run_job,
+    sampling_controls,
+    wire_generate,
+)
 from studio.ui.widgets import ImageInput, MaskEditor, NamedSlider
 
 
@@ -61,7 +69,7 @@ def create_inpaint_tab(studio, preset_box, jobs, caps):
     wire_generate(inpaint, row, [editor, row.prompt, row.negative, mask_upload, invert, mask_blur, area, padding,
                                  strength, s.steps, s.guidance, s.seed, s.sampler, s.batch_size, s.batch_count,
                                  s.loras, preset_box], results, "inpaint", jobs)
-    return results, row, fit_to_preset(studio, preset_box, sampling), editor
+    return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling), receiver=editor)
 
 
 def create_outpaint_tab(studio, preset_box, jobs, caps):
@@ -96,4 +104,4 @@ def create_outpaint_tab(studio, preset_box, jobs, caps):
     wire_generate(outpaint, row, [image, row.prompt, row.negative, *margins, fill, mask_blur, s.steps, s.guidance,
                                   s.seed, s.sampler, s.batch_size, s.batch_count, s.loras, preset_box],
                   results, "outpaint", jobs)
-    return results, row, fit_to_preset(studio, preset_box, sampling), image
+    return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling))

@@ -6,7 +6,15 @@ import gradio as gr
 
 from studio.loras import parse_lora_list
 from studio.requests import InstructRequest
-from studio.ui.common import fit_to_preset, prompt_row, results_panel, run_job, sampling_controls, wire_generate
+from studio.ui.common import (
+    TabHandles,
+    fit_to_preset,
+    prompt_row,
+    results_panel,
+    run_job,
+    sampling_controls,
+    wire_generate,
+)
 from studio.ui.widgets import ImageInput, NamedSlider
 
 
@@ -36,4 +44,4 @@ def create_tab(studio, preset_box, jobs, caps):
     s = sampling
     wire_generate(instruct, row, [image, row.prompt, row.negative, image_guidance, s.steps, s.guidance, s.seed,
                                   s.sampler, s.batch_size, s.batch_count, s.loras, preset_box], results, "instruct", jobs)
-    return results, row, fit_to_preset(studio, preset_box, sampling), image
+    return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling), receiver=image)

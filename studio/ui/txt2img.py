@@ -7,6 +7,7 @@ import gradio as gr
 from studio.loras import parse_lora_list
 from studio.requests import Txt2ImgRequest
 from studio.ui.common import (
+    TabHandles,
     fit_to_preset,
     prompt_row,
     results_panel,
@@ -47,4 +48,4 @@ def create_tab(studio, preset_box, jobs, caps):
     wire_generate(txt2img, row, [row.prompt, row.negative, s.steps, s.guidance, width, height, s.seed, s.sampler,
                                  s.batch_size, s.batch_count, s.loras, preset_box], results, "txt2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
-    return results, row, fit
+    return TabHandles(results, row, sampling, fit, size=(width, height))
