@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -99,3 +100,36 @@ def test_pose_editor_moves_a_joint_where_the_map_is_clicked(page):
     pose = json.loads(page.locator("#control-pose-json .cm-content").inner_text())
     x, y, confidence = pose["people"][0]["pose_keypoints_2d"][12:15]
     assert abs(x - 128) <= 2 and abs(y - 128) <= 2 and confidence == 1
+
+
+def test_stop_stops_only_the_job_of_the_user_who_pressed_it(server, page):
+    """Two browser sessions: A starts a long job, B queues one; A presses Stop. A's job ends at
+    once (and frees the GPU), B's runs to the end."""
+    browser = page.context.browser
+    context_a, context_b = (browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2))
+    page_a, page_b = context_a.new_page(), context_b.new_page()
+    for p in (page_a, page_b):
+        p.goto(server)
+        p.locator("#txt2img-prompt textarea").fill("a long job")
+    for p, count, side in ((page_a, "4", "512"), (page_b, "1", "256")):
+        p.get_by_label("Width").first.fill(side)
+        p.get_by_label("Height").first.fill(side)
+        p.get_by_label("Steps").first.fill("50")
+        p.get_by_label("Batch count").first.fill(count)
+        p.get_by_label("Batch count").first.press("Enter")
+    page_a.locator("#txt2img-generate").click()
+    page_a.wait_for_timeout(1500)
+    page_b.locator("#txt2img-generate").click()
+    page_b.wait_for_timeout(300)
+    started = time.monotonic()
+    page_a.locator("#txt2img-stop").click()
+    page_b.locator("#txt2img-gallery img").first.wait_for(state="visible", timeout=120_000)
+    elapsed = time.monotonic() - started
+    page_b.wait_for_function("() => document.querySelector('#txt2img-info textarea').value.includes('Steps: 50')")
+    # A's four 50-step batches at 512x512 take about a minute here; B's one at 256x256 a few
+    # seconds. B finishing soon after Stop means A's job let go of the GPU at once.
+    assert elapsed < 25, elapsed
+    page_a.wait_for_timeout(2000)
+    assert page_a.locator("#txt2img-gallery img").count() == 0  # A's job made nothing more
+    context_a.close()
+    context_b.close()

@@ -243,7 +243,7 @@ def wire_generate(fn, prompt_row_: PromptRow, inputs: list, results: Results, ap
         jobs.stop(job_owner(request))  # a running job ends at its next step and frees the GPU
 
     # `cancels` also drops this user's job if it is still waiting in the queue.
-    prompt_row_.stop.click(stop_job, cancels=[event], api_visibility="private", queue=False)
+    prompt_row_.stop.click(stop_job, cancels=[event], api_visibility="private")  # queued: it carries the session
     return event
 
 

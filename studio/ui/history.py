@@ -43,7 +43,7 @@ def create_tab(studio):
 
     listing = [gallery, page, ids, tabs_of, infotexts, selected, label, info]
     tab.select(show, inputs=page, outputs=listing, api_visibility="private")
-    refresh.click(show, inputs=page, outputs=listing, api_visibility="private")
+    refresh.click(show, inputs=page, outputs=listing, api_name="history")  # the caller's own history
     previous.click(lambda p: p - 1, inputs=page, outputs=page, api_visibility="private").then(
         show, inputs=page, outputs=listing, api_visibility="private")
     following.click(lambda p: p + 1, inputs=page, outputs=page, api_visibility="private").then(

@@ -1,0 +1,247 @@
+"""Shared use: logins, the LAN warning, the queue, per-user isolation, per-user Stop, history,
+PNG Info, crash-safe saving, server-side limits and ZeroGPU's decorator off a Space."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from tests.conftest import REPO, free_port
+
+FAST = dict(negative_prompt="", guidance_scale=7, width=64, height=64, sampler="Euler a", batch_size=1)
+
+
+def launch(studio, **launch_options):
+    from studio.ui import build
+
+    demo = build(studio)
+    demo.queue(max_size=studio.settings.queue_size)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                allowed_paths=[str(studio.settings.outputs_dir)], **launch_options)
+    return demo, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def private_server(settings, tmp_path_factory):
+    """A server with two logins, so history is private to each."""
+    from studio.core import Studio
+
+    studio = Studio(dataclasses.replace(settings, outputs_dir=tmp_path_factory.mktemp("private"),
+                                        auth=(("ann", "pw-ann"), ("bob", "pw-bob"))))
+    demo, url = launch(studio, auth=list(studio.settings.auth))
+    yield studio, url
+    demo.close()
+
+
+def image_of(item) -> np.ndarray:
+    with Image.open(item["image"]) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+# --- logins and launch modes ------------------------------------------------------------------
+
+def test_no_page_and_no_api_without_credentials(private_server):
+    _, url = private_server
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(url + "config", timeout=10)
+    assert err.value.code == 401
+    with pytest.raises(Exception):
+        Client(url, verbose=False)
+    with pytest.raises(Exception):
+        Client(url, auth=("ann", "wrong"), verbose=False)
+    gallery, info = Client(url, auth=("ann", "pw-ann"), verbose=False).predict(
+        prompt="ann's boat", steps=2, seed=1, **FAST, api_name="/txt2img")
+    assert len(gallery) == 1 and info.startswith("ann's boat")
+
+
+def test_history_is_private_to_each_login(private_server):
+    _, url = private_server
+    ann, bob = (Client(url, auth=login, verbose=False) for login in (("ann", "pw-ann"), ("bob", "pw-bob")))
+    ann.predict(prompt="ann's castle", steps=2, seed=2, **FAST, api_name="/txt2img")
+    bob.predict(prompt="bob's forest", steps=2, seed=3, **FAST, api_name="/txt2img")
+    ann_gallery, ann_label, ann_info = ann.predict(api_name="/history")
+    bob_gallery, bob_label, bob_info = bob.predict(api_name="/history")
+    assert bob_info.startswith("bob's forest") and "1 image" in bob_label and len(bob_gallery) == 1
+    assert ann_info.startswith("ann's castle") and len(ann_gallery) >= 1
+    assert all(item["caption"] == "txt2img" for item in ann_gallery)
+    assert "bob" not in json.dumps(ann_gallery) + ann_info
+
+
+def test_listen_without_auth_warns_and_prints_the_lan_url(tmp_path, models_dir):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), "--preset", "tiny", "--listen", "--port", str(port),
+         "--outputs", str(tmp_path / "out"), "--models", str(models_dir), "--loras", str(tmp_path / "loras")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output = ""
+        deadline = time.monotonic() + 90
+        while "WARNING" not in output and time.monotonic() < deadline:
+            output += proc.stdout.readline()
+        assert f"Serving the LAN: http://" in output and f":{port}/" in output
+        assert "asks for no login" in output and "--auth user:password" in output
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+# --- many users at once -----------------------------------------------------------------------
+
+def test_two_clients_with_different_loras_and_presets_each_get_their_own_image(server):
+    slow = dict(FAST, width=128, height=128)
+    requests = {
+        "a": dict(prompt="a harbour", steps=6, seed=5, loras="tiny-style:0.9", preset="tiny", **slow),
+        "b": dict(prompt="a harbour", steps=6, seed=5, loras="tiny-kohya:1.1", preset="tiny-base-inpaint", **slow),
+    }
+    alone = {key: image_of(Client(server, verbose=False).predict(**req, api_name="/txt2img")[0][0])
+             for key, req in requests.items()}
+    assert not np.array_equal(alone["a"], alone["b"])
+    clients = {key: Client(server, verbose=False) for key in requests}
+    jobs = {key: clients[key].submit(**req, api_name="/txt2img") for key, req in requests.items() for _ in (0,)}
+    more = {key: clients[key].submit(**req, api_name="/txt2img") for key, req in requests.items()}
+    for key in requests:
+        for job in (jobs[key], more[key]):
+            gallery, info = job.result(timeout=120)
+            assert np.array_equal(image_of(gallery[0]), alone[key]), key
+    assert "Model: ./tiny/base" in info
+
+
+def test_waiting_users_see_their_place_in_the_queue(server):
+    clients = [Client(server, verbose=False) for _ in range(3)]
+    jobs = [c.submit(prompt="queue", steps=12, seed=i, **dict(FAST, width=192, height=192), api_name="/txt2img")
+            for i, c in enumerate(clients)]
+    ranks = set()
+    deadline = time.monotonic() + 60
+    while not all(job.done() for job in jobs) and time.monotonic() < deadline:
+        for job in jobs:
+            status = job.status()
+            if status.code.name == "IN_QUEUE" and status.rank is not None:
+                ranks.add(status.rank)
+        time.sleep(0.05)
+    for job in jobs:
+        job.result(timeout=120)
+    assert ranks and max(ranks) >= 1  # someone was told they were behind another job
+
+
+# --- history, PNG info, saving -----------------------------------------------------------------
+
+def test_history_add_page_and_delete(tmp_path):
+    from studio.history import History
+
+    history = History(tmp_path / "history.sqlite3")
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.png")
+        files[-1].write_bytes(b"png")
+        history.add_many("user:zed", "txt2img", [(files[-1], i, f"h{i}\nSteps: 2")])
+    history.add_many("user:amy", "inpaint", [(tmp_path / "amy.png", 9, "amy")])
+    entries = history.page("user:zed", 0, per_page=2)
+    assert [e.infotext.split("\n")[0] for e in entries] == ["h2", "h1"]  # newest first, a page of two
+    assert [e.infotext for e in history.page("user:zed", 1, per_page=2)] == ["h0\nSteps: 2"]
+    assert history.count("user:zed") == 3 and history.count("user:amy") == 1 and history.count("nobody") == 0
+    newest = entries[0]
+    assert not history.delete("user:amy", newest.id)  # not hers to delete
+    assert newest.path.exists()
+    assert history.delete("user:zed", newest.id)
+    assert not newest.path.exists() and history.get("user:zed", newest.id) is None
+    assert history.count("user:zed") == 2 and files[1].exists()
+    reopened = History(tmp_path / "history.sqlite3", shared=True)  # a single-user install sees all
+    assert reopened.count("anyone") == 3
+    assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_png_info_reads_an_a1111_png_and_fills_text_to_image(client, tmp_path):
+    text = ("portrait of a cat, <lora:tiny-kohya:0.6>\nNegative prompt: blurry\n"
+            "Steps: 28, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 3021766423, "
+            "Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: v1.10.1")
+    info = PngInfo()
+    info.add_text("parameters", text)
+    Image.new("RGB", (32, 32)).save(tmp_path / "a1111.png", pnginfo=info)
+    raw, readable = client.predict(path=handle_file(tmp_path / "a1111.png"), api_name="/png_info")
+    assert raw == text
+    assert "**Steps:** 28" in readable and "**Negative prompt:** blurry" in readable
+    from studio.requests import txt2img_settings_from_infotext
+
+    settings = txt2img_settings_from_infotext(raw)
+    assert (settings["sampler"], settings["width"], settings["height"]) == ("DPM++ 2M Karras", 512, 768)
+
+
+def test_a_save_killed_before_the_rename_leaves_no_half_file_and_no_row(settings, tmp_path):
+    outputs = tmp_path / "outputs"
+    script = f"""
+import os, sys, time
+sys.path.insert(0, {str(REPO)!r})
+from PIL import Image
+from studio.outputs import OutputStore
+real_replace = os.replace
+def stall(src, dst):
+    print("written", flush=True)
+    time.sleep(60)
+os.replace = stall
+OutputStore(__import__("pathlib").Path({str(outputs)!r})).save(Image.new("RGB", (64, 64)), "p", "txt2img", 1)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "written"
+    assert list(outputs.rglob("*.png.tmp"))  # the half-saved file is there...
+    proc.kill()
+    proc.wait()
+    from studio.core import Studio
+
+    studio = Studio(dataclasses.replace(settings, outputs_dir=outputs))
+    assert not list(outputs.rglob("*.png.tmp")) and not list(outputs.rglob("*.png"))  # ...and gone
+    assert studio.history.count("local") == 0
+
+
+# --- limits -----------------------------------------------------------------------------------
+
+def test_server_caps_apply_over_the_api(settings, tmp_path):
+    from studio.core import Studio
+
+    studio = Studio(dataclasses.replace(settings, outputs_dir=tmp_path / "o", cap_width=128, cap_steps=5,
+                                        max_upload_mb=1))
+    demo, url = launch(studio, max_file_size="1mb")
+    try:
+        client = Client(url, verbose=False)
+        with pytest.raises(AppError, match="Width must be between 64 and 128"):
+            client.predict(prompt="x", steps=2, **dict(FAST, width=256), api_name="/txt2img")
+        with pytest.raises(AppError, match="Steps must be between 1 and 5"):
+            client.predict(prompt="x", steps=6, **FAST, api_name="/txt2img")
+        big = tmp_path / "big.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)).save(big)
+        assert big.stat().st_size > 2**20
+        with pytest.raises(Exception):
+            client.predict(image=handle_file(big), prompt="x", api_name="/img2img")
+        assert len(client.predict(prompt="x", steps=2, **FAST, api_name="/txt2img")[0]) == 1  # still serving
+    finally:
+        demo.close()
+
+
+# --- ZeroGPU ----------------------------------------------------------------------------------
+
+def test_gpu_decorated_generation_runs_locally_without_spaces(studio):
+    from studio import zerogpu
+    from studio.requests import Txt2ImgRequest
+
+    assert zerogpu.spaces is None and not zerogpu.ENABLED
+    zerogpu.serve(studio)
+    request = Txt2ImgRequest(prompt="zero", steps=2, width=64, height=64, seed=3)
+    result = zerogpu.generate(request, None, "local")
+    assert len(result.paths) == 1 and 20 <= zerogpu.estimate_seconds(request) <= 300
+    import pickle
+
+    assert pickle.loads(pickle.dumps(request)) == request  # what ZeroGPU sends to its worker
+    assert len(pickle.loads(pickle.dumps(result)).images) == 1
