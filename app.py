@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_auth(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     lines = list(args.auth or [])
+    # STUDIO_AUTH="ann:pw1,bob:pw2": how a Space passes logins (as a secret), or any launcher.
+    lines += [pair.strip() for pair in os.environ.get("STUDIO_AUTH", "").split(",") if pair.strip()]
     if args.auth_file:
         with open(args.auth_file, encoding="utf-8") as handle:
             lines += [line.strip() for line in handle if line.strip() and not line.startswith("#")]
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except PresetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("SPACE_ID"):
         print(f"Serving the LAN: http://{lan_address()}:{settings.port}/", flush=True)
         if not settings.auth:
             print("WARNING: the studio is reachable from other machines and asks for no login. "

@@ -72,6 +72,8 @@ class Settings:
         for old, new in (("OUTPUTS", "outputs_dir"), ("MODELS", "models_dir"), ("LORAS", "loras_dir")):
             if f"STUDIO_{old}" in os.environ:
                 values[new] = os.environ[f"STUDIO_{old}"]
+        if os.environ.get("SPACE_ID") and "host" not in values:
+            values["host"] = "0.0.0.0"  # on a Hugging Face Space the proxy in front is what users reach
         values.update({k: v for k, v in overrides.items() if v is not None})
         for spec in fields(cls):
             if spec.name in values and spec.type in ("int", int):
