@@ -17,6 +17,7 @@ from PIL import Image
 from studio.errors import RequestError
 from studio.models import ModelManager, free_memory
 from studio.outputs import OutputStore
+from studio.previews import PREVIEW_EVERY, latents_to_preview
 from studio.requests import MAX_SEED, GenerationRequest
 from studio.tasks import PLANNERS, Plan
 
@@ -24,6 +25,8 @@ VAE_TILING_PIXELS = 1024 * 1024
 
 # on_step(done, total): called after every denoising step, across the whole batch count.
 StepCallback = Callable[[int, int], None]
+# on_preview(image): a rough picture of the image being made, every PREVIEW_EVERY steps.
+PreviewCallback = Callable[[Image.Image], None]
 
 
 @dataclass
@@ -48,10 +51,11 @@ def resolve_seed(seed: int) -> int:
     return random.randint(0, MAX_SEED) if seed == -1 else seed
 
 
-def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Event | None):
-    """A diffusers `callback_on_step_end` that reports progress over several pipeline calls and
-    leaves the loop when this job's Stop event is set (every pipeline honours an exception,
-    not all of them check `_interrupt`)."""
+def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Event | None,
+                   on_preview: PreviewCallback | None = None, family: str = "sd"):
+    """A diffusers `callback_on_step_end` that reports progress over several pipeline calls, makes
+    a cheap preview every few steps, and leaves the loop when this job's Stop event is set (every
+    pipeline honours an exception, not all of them check `_interrupt`)."""
     done = 0
 
     def callback(pipe, step, timestep, kwargs):
@@ -59,6 +63,8 @@ def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Eve
         done += 1
         if on_step is not None:
             on_step(done, total)
+        if on_preview is not None and done % PREVIEW_EVERY == 0 and "latents" in kwargs:
+            on_preview(latents_to_preview(kwargs["latents"], family))
         if stop is not None and stop.is_set():
             raise _Stopped
         return kwargs
@@ -67,10 +73,12 @@ def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Eve
 
 
 def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seeds: list[list[int]],
-             on_step: StepCallback | None, stop: threading.Event | None) -> tuple[list[Image.Image], bool]:
+             on_step: StepCallback | None, stop: threading.Event | None,
+             on_preview: PreviewCallback | None) -> tuple[list[Image.Image], bool]:
     """Run every batch; returns the images of the batches that finished and whether Stop cut in."""
     images: list[Image.Image] = []
-    callback = _step_callback(on_step, plan.steps_run * request.batch_count, stop)
+    callback = _step_callback(on_step, plan.steps_run * request.batch_count, stop, on_preview,
+                              manager.preset.family)
     with manager.pipeline(plan.task, request.sampler, plan.control_mode, request.loras) as pipe:
         # Decoding a big image at once needs several GB; tiles keep it within reach of small GPUs.
         if plan.size[0] * plan.size[1] > VAE_TILING_PIXELS:
@@ -102,6 +110,7 @@ def run(
     outputs: OutputStore,
     on_step: StepCallback | None = None,
     stop: threading.Event | None = None,
+    on_preview: PreviewCallback | None = None,
 ) -> Result:
     plan = PLANNERS[request.task](request, manager.preset.limits)
     first_seed = resolve_seed(request.seed)
@@ -115,7 +124,7 @@ def run(
         images, stopped = [plan.passthrough.copy() for _ in range(request.batch_size * request.batch_count)], False
     else:
         try:
-            images, stopped = _denoise(manager, request, plan, seeds, on_step, stop)
+            images, stopped = _denoise(manager, request, plan, seeds, on_step, stop, on_preview)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise

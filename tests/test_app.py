@@ -43,3 +43,19 @@ def test_page_comes_up_without_loading_any_weights(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_readme_front_matter_makes_the_repo_a_space():
+    import re
+
+    import gradio
+    import yaml
+
+    text = (REPO / "README.md").read_text()
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and (REPO / meta["app_file"]).is_file()
+    pinned = re.search(r"^gradio==([\d.]+)", (REPO / "requirements.txt").read_text(), re.M).group(1)
+    assert meta["sdk_version"] == pinned == gradio.__version__
+    assert str(meta["python_version"]).startswith("3.") and meta["suggested_hardware"]
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in meta["models"]

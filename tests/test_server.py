@@ -70,3 +70,14 @@ def test_loras_over_the_api_as_an_argument_or_in_the_prompt(client):
 def test_bad_lora_names_over_the_api_get_a_message(client, loras, message):
     with pytest.raises(AppError, match=message):
         call(client, loras=loras)
+
+
+def test_previews_stream_to_the_gallery_before_the_result(client):
+    job = client.submit(**{**GOOD, "steps": 9, "batch_size": 1})
+    final_gallery, final_info = job.result(timeout=120)
+    outputs = job.outputs()
+    previews = [gallery for gallery, info in outputs[:-1] if gallery and gallery[0]["caption"] == "preview"]
+    assert len(previews) >= 2  # steps 3, 6 and 9 of 9
+    with Image.open(previews[0][0]["image"]) as preview:
+        assert preview.size == (32, 32)  # the 8x8 latent, drawn 4x: rough by design
+    assert final_gallery[0]["caption"] is None and final_info.startswith("a lighthouse")

@@ -125,3 +125,10 @@ def test_big_images_are_decoded_in_tiles(studio, monkeypatch):
     assert vae.use_tiling
     studio.generate(request(width=64, height=64))
     assert not vae.use_tiling
+
+
+def test_previews_come_every_three_steps_from_the_latents(studio):
+    previews = []
+    studio.generate(request(steps=7, width=64, height=128), on_preview=previews.append)
+    assert len(previews) == 2 and previews[0].size == (32, 64)  # steps 3 and 6; latents are 1/8, drawn 4x
+    assert np.asarray(previews[1]).std() > 0

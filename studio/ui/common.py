@@ -4,6 +4,8 @@ that runs a request as one user's job (progress, Stop, messages instead of trace
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 
 import gradio as gr
@@ -209,18 +211,47 @@ def run_safely(work):
 
 def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: gr.Request | None,
             progress: gr.Progress):
-    """Build the request (bad input -> message), run it as this user's job, and return
-    (gallery items, infotext of the first image, all infotexts)."""
+    """Build the request (bad input -> message) and run it as this user's job, streaming a rough
+    preview to the gallery every few steps. Yields (gallery items, infotext of the first image,
+    all infotexts); the last yield is the result."""
     req = run_safely(make_request)
     progress(0, desc="Starting")
     if zerogpu.ENABLED:  # a GPU worker process: see studio/zerogpu.py
-        result = run_safely(lambda: zerogpu.generate(req, preset, history_owner(request)))
-    else:
-        with jobs.running(job_owner(request)) as stop_event:
-            result = run_safely(lambda: studio.generate(
-                req, preset=preset, stop=stop_event, owner=history_owner(request),
-                on_step=lambda done, total: progress((done, total), desc="Generating", unit="steps"),
-            ))
+        yield _shown(run_safely(lambda: zerogpu.generate(req, preset, history_owner(request))))
+        return
+    updates: queue.Queue = queue.Queue()
+    outcome: dict = {}
+    with jobs.running(job_owner(request)) as stop_event:
+        def work():
+            try:
+                outcome["result"] = studio.generate(
+                    req, preset=preset, stop=stop_event, owner=history_owner(request), on_preview=updates.put,
+                    on_step=lambda done, total: progress((done, total), desc="Generating", unit="steps"),
+                )
+            except BaseException as exc:  # handed to the event's thread, which reports it
+                outcome["error"] = exc
+            finally:
+                updates.put(None)
+
+        worker = threading.Thread(target=work, name="generate", daemon=True)
+        worker.start()
+        try:
+            while (preview := updates.get()) is not None:
+                yield [(preview, "preview")], gr.update(), gr.update()
+        finally:
+            stop_event.set() if worker.is_alive() else None  # the page went away or cancelled: stop
+            worker.join()
+    if "error" in outcome:
+        run_safely(lambda: _raise(outcome["error"]))
+    yield _shown(outcome["result"])
+
+
+def _raise(exc: BaseException):
+    raise exc
+
+
+def _shown(result):
+    """A finished Result as the panel shows it, with its notes as pop-ups."""
     for note in result.notes:
         gr.Info(note)
     if result.stopped:
@@ -241,9 +272,10 @@ def wire_generate(fn, prompt_row_: PromptRow, inputs: list, results: Results, ap
 
     def stop_job(request: gr.Request):
         jobs.stop(job_owner(request))  # a running job ends at its next step and frees the GPU
+        return []  # take the last preview away: it is not a result
 
     # `cancels` also drops this user's job if it is still waiting in the queue.
-    prompt_row_.stop.click(stop_job, cancels=[event], api_visibility="private")  # queued: it carries the session
+    prompt_row_.stop.click(stop_job, outputs=results.gallery, cancels=[event], api_visibility="private")
     return event
 
 

@@ -111,7 +111,7 @@ def create_tab(studio, preset_box, jobs, caps):
                 sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None,
                 progress=gr.Progress()):
         """`control_image`: the map itself (white scribble on black, or an OpenPose skeleton)."""
-        return run_job(studio, jobs, lambda: ControlRequest(
+        yield from run_job(studio, jobs, lambda: ControlRequest(
             control_image=control_image, control_mode=control_mode, conditioning_scale=conditioning_scale,
             guidance_start=guidance_start, guidance_end=guidance_end, prompt=prompt or "",
             negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale, width=width,

@@ -39,7 +39,7 @@ def create_tab(studio, preset_box, jobs, caps):
     def img2img(image, prompt, negative_prompt, strength, steps, guidance_scale, seed, sampler, batch_size=1,
                 batch_count=1, resize_mode="Keep size", width=512, height=512, loras="", preset=None,
                 request: gr.Request = None, progress=gr.Progress()):
-        return run_job(studio, jobs, lambda: Img2ImgRequest(
+        yield from run_job(studio, jobs, lambda: Img2ImgRequest(
             image=image, prompt=prompt or "", negative_prompt=negative_prompt or "", strength=strength, steps=steps,
             guidance_scale=guidance_scale, seed=-1 if seed is None else seed, sampler=sampler,
             batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),

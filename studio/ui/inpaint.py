@@ -57,7 +57,7 @@ def create_inpaint_tab(studio, preset_box, jobs, caps):
         """`image`: the editor value (background + painted layers) or a plain image with `mask`."""
         background = image.get("background") if isinstance(image, dict) else image
         painted = mask_from_editor(image) if isinstance(image, dict) else None
-        return run_job(studio, jobs, lambda: InpaintRequest(
+        yield from run_job(studio, jobs, lambda: InpaintRequest(
             image=background.convert("RGB") if background is not None else None,
             mask=mask if mask is not None else painted, invert_mask=invert_mask, mask_blur=mask_blur,
             inpaint_area=inpaint_area, padding=padding, strength=strength, prompt=prompt or "",
@@ -94,7 +94,7 @@ def create_outpaint_tab(studio, preset_box, jobs, caps):
     def outpaint(image, prompt, negative_prompt, left=0, right=128, up=0, down=0, fill="Edge colours", mask_blur=8,
                  steps=20, guidance_scale=7.0, seed=-1, sampler="Euler a", batch_size=1, batch_count=1, loras="",
                  preset=None, request: gr.Request = None, progress=gr.Progress()):
-        return run_job(studio, jobs, lambda: OutpaintRequest(
+        yield from run_job(studio, jobs, lambda: OutpaintRequest(
             image=image, left=left, right=right, up=up, down=down, fill=fill, mask_blur=mask_blur,
             prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale,
             seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),

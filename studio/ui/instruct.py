@@ -35,7 +35,7 @@ def create_tab(studio, preset_box, jobs, caps):
     def instruct(image, prompt, negative_prompt="", image_guidance_scale=1.5, steps=20, guidance_scale=7.0, seed=-1,
                  sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None,
                  progress=gr.Progress()):
-        return run_job(studio, jobs, lambda: InstructRequest(
+        yield from run_job(studio, jobs, lambda: InstructRequest(
             image=image, prompt=prompt or "", negative_prompt=negative_prompt or "",
             image_guidance_scale=image_guidance_scale, steps=steps, guidance_scale=guidance_scale,
             seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),

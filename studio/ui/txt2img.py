@@ -38,7 +38,7 @@ def create_tab(studio, preset_box, jobs, caps):
 
     def txt2img(prompt, negative_prompt, steps, guidance_scale, width, height, seed, sampler,
                 batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None, progress=gr.Progress()):
-        return run_job(studio, jobs, lambda: Txt2ImgRequest(
+        yield from run_job(studio, jobs, lambda: Txt2ImgRequest(
             prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale,
             width=width, height=height, seed=-1 if seed is None else seed, sampler=sampler,
             batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
