@@ -196,7 +196,8 @@ def main() -> None:
 
     import torch
 
-    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, "
           f"device {args.device}, preset {args.preset}, {args.size}x{args.size}, {args.steps} steps", flush=True)
     with tempfile.TemporaryDirectory() as outputs:
         args.outputs = outputs

@@ -41,7 +41,8 @@ def fit_within(image: Image.Image, max_width: int, max_height: int) -> tuple[Ima
         return image, None
     note = None
     if scale < 1:
-        note = f"The image was {width}x{height}; it was scaled down to {target[0]}x{target[1]} to fit this preset's limits."
+        note = (f"The image was {width}x{height}; it was scaled down to {target[0]}x{target[1]} "
+                "to fit this preset's limits.")
     return image.resize(target, Image.Resampling.LANCZOS), note
 
 

@@ -177,7 +177,8 @@ class ModelManager:
         with self._lock:
             if self._base is None:
                 cls = _pipeline_class(TASK_PIPELINES[self.preset.family]["txt2img"])
-                kwargs = {"safety_checker": None, "requires_safety_checker": False} if self.preset.family == "sd" else {}
+                no_checker = {"safety_checker": None, "requires_safety_checker": False}
+                kwargs = no_checker if self.preset.family == "sd" else {}
                 pipe = self._from_pretrained(cls.from_pretrained, "base", **kwargs)
                 pipe.to(self.device)
                 pipe.set_progress_bar_config(disable=True)

@@ -169,7 +169,8 @@ class InpaintRequest(GenerationRequest):
         _check_range("Mask blur", _check_int("Mask blur", self.mask_blur), 0, 64)
         _check_range("Only masked padding", _check_int("Only masked padding", self.padding), 0, 256)
         if self.inpaint_area not in INPAINT_AREAS:
-            raise RequestError(f"Unknown inpaint area {self.inpaint_area!r}. Choose one of: {', '.join(INPAINT_AREAS)}.")
+            raise RequestError(
+                f"Unknown inpaint area {self.inpaint_area!r}. Choose one of: {', '.join(INPAINT_AREAS)}.")
 
     def infotext_extra(self) -> dict:
         extra = {"Denoising strength": float(self.strength), "Mask blur": self.mask_blur}
@@ -264,7 +265,8 @@ class ControlRequest(Txt2ImgRequest):
         super().validate(limits)
         check_image(self.control_image, "Control image")
         if self.control_mode not in CONTROL_MODES:
-            raise RequestError(f"Unknown control mode {self.control_mode!r}. Choose one of: {', '.join(CONTROL_MODES)}.")
+            raise RequestError(
+                f"Unknown control mode {self.control_mode!r}. Choose one of: {', '.join(CONTROL_MODES)}.")
         _check_range("Control weight", self.conditioning_scale, 0, 2)
         _check_range("Guidance start", self.guidance_start, 0, 1)
         _check_range("Guidance end", self.guidance_end, 0, 1)

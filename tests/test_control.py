@@ -88,9 +88,10 @@ def test_pose_detection_loads_the_annotator_folder(studio):
 
 
 def test_pose_detection_without_weights_names_the_missing_files(settings, tmp_path):
+    import dataclasses
+
     from studio.models import ModelManager
     from studio.presets import load_preset
-    import dataclasses
 
     preset = load_preset("tiny", settings.presets_dir)
     empty = tmp_path / "annotators"

@@ -14,7 +14,8 @@ def call(client, **change):
 
 
 def test_txt2img_endpoint_takes_keyword_arguments(client):
-    names = [p["parameter_name"] for p in client.view_api(return_format="dict")["named_endpoints"]["/txt2img"]["parameters"]]
+    endpoint = client.view_api(return_format="dict")["named_endpoints"]["/txt2img"]
+    names = [p["parameter_name"] for p in endpoint["parameters"]]
     assert names[:9] == ["prompt", "negative_prompt", "steps", "guidance_scale", "width", "height", "seed",
                          "sampler", "batch_size"]
 
@@ -66,7 +67,8 @@ def test_loras_over_the_api_as_an_argument_or_in_the_prompt(client):
     assert info.startswith("a lighthouse, <lora:tiny-kohya:0.7>\n") and "Lora hashes:" in info
 
 
-@pytest.mark.parametrize("loras, message", [("../../etc/passwd", "Unknown LoRA"), ("evil.ckpt", "pickles can run code")])
+@pytest.mark.parametrize("loras, message",
+                         [("../../etc/passwd", "Unknown LoRA"), ("evil.ckpt", "pickles can run code")])
 def test_bad_lora_names_over_the_api_get_a_message(client, loras, message):
     with pytest.raises(AppError, match=message):
         call(client, loras=loras)

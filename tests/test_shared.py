@@ -3,11 +3,9 @@ PNG Info, crash-safe saving, server-side limits and ZeroGPU's decorator off a Sp
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -92,7 +90,7 @@ def test_listen_without_auth_warns_and_prints_the_lan_url(tmp_path, models_dir):
         deadline = time.monotonic() + 90
         while "WARNING" not in output and time.monotonic() < deadline:
             output += proc.stdout.readline()
-        assert f"Serving the LAN: http://" in output and f":{port}/" in output
+        assert "Serving the LAN: http://" in output and f":{port}/" in output
         assert "asks for no login" in output and "--auth user:password" in output
     finally:
         proc.send_signal(signal.SIGINT)

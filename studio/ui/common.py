@@ -13,12 +13,12 @@ import gradio as gr
 from studio import zerogpu
 from studio.errors import StudioError
 from studio.jobs import JobBoard
-from studio.loras import format_lora_list
+from studio.loras import format_lora_list, parse_lora_list
 from studio.metadata import parse_infotext
 from studio.presets import Defaults, Limits
 from studio.requests import MAX_SEED
 from studio.samplers import SAMPLER_NAMES
-from studio.ui.widgets import NamedSlider, gpu_event_options
+from studio.ui.widgets import ImageInput, NamedSlider, gpu_event_options
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,12 @@ def prompt_row(tab: str, defaults: Defaults, placeholder: str, negative: bool = 
                                  elem_classes=["generate-button"])
             stop = gr.Button("Stop", variant="stop", elem_id=f"{tab}-stop")
     return PromptRow(prompt, negative_box, generate, stop)
+
+
+def image_input(tab: str, label: str = "Image") -> ImageInput:
+    """The image a tab starts from (upload or paste; send-to buttons fill it too)."""
+    return ImageInput(label=label, type="pil", image_mode="RGB", sources=["upload", "clipboard"], height=320,
+                      elem_id=f"{tab}-image")
 
 
 def sampling_controls(studio, preset_box, defaults: Defaults, caps: Limits, batch: bool = True) -> Sampling:
@@ -207,6 +213,14 @@ def run_safely(work):
     except Exception as exc:  # a bug or a library failure: keep serving, say what happened
         log.exception("generation failed")
         raise gr.Error(f"Generation failed ({type(exc).__name__}: {exc}). The studio is still running.") from None
+
+
+def shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size, batch_count,
+                    loras) -> dict:
+    """The request fields every tab shares, from the values the page or an API call sends."""
+    return dict(prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps,
+                guidance_scale=guidance_scale, seed=-1 if seed is None else seed, sampler=sampler,
+                batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)))
 
 
 def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: gr.Request | None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.control import KEYPOINT_NAMES, format_pose, move_keypoint, ready_poses, render_pose, sketch_to_scribble
-from studio.loras import parse_lora_list
 from studio.requests import CONTROL_MODES, ControlRequest
 from studio.ui.common import (
     TabHandles,
@@ -19,6 +18,7 @@ from studio.ui.common import (
     run_job,
     run_safely,
     sampling_controls,
+    shared_settings,
     wire_generate,
 )
 from studio.ui.txt2img import size_sliders
@@ -113,10 +113,9 @@ def create_tab(studio, preset_box, jobs, caps):
         """`control_image`: the map itself (white scribble on black, or an OpenPose skeleton)."""
         yield from run_job(studio, jobs, lambda: ControlRequest(
             control_image=control_image, control_mode=control_mode, conditioning_scale=conditioning_scale,
-            guidance_start=guidance_start, guidance_end=guidance_end, prompt=prompt or "",
-            negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale, width=width,
-            height=height, seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size,
-            batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
+            guidance_start=guidance_start, guidance_end=guidance_end, width=width, height=height,
+            **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
+                              batch_count, loras),
         ), preset, request, progress)
 
     s = sampling

@@ -5,19 +5,20 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.imaging import RESIZE_MODES
-from studio.loras import parse_lora_list
 from studio.requests import Img2ImgRequest
 from studio.ui.common import (
     TabHandles,
     fit_to_preset,
+    image_input,
     prompt_row,
     results_panel,
     run_job,
     sampling_controls,
+    shared_settings,
     wire_generate,
 )
 from studio.ui.txt2img import size_sliders
-from studio.ui.widgets import ImageInput, NamedSlider
+from studio.ui.widgets import NamedSlider
 
 
 def create_tab(studio, preset_box, jobs, caps):
@@ -26,8 +27,7 @@ def create_tab(studio, preset_box, jobs, caps):
         row = prompt_row("img2img", d, "the same scene in autumn, oil painting")
         with gr.Row():
             with gr.Column():
-                image = ImageInput(label="Image", type="pil", image_mode="RGB", sources=["upload", "clipboard"],
-                                   height=320, elem_id="img2img-image")
+                image = image_input("img2img")
                 strength = NamedSlider(0, 1, value=0.75, step=0.01, label="Denoising strength",
                                        info="0 returns the image, 1 ignores it")
                 resize_mode = gr.Radio(list(RESIZE_MODES), value="Keep size", label="Resize mode")
@@ -40,10 +40,9 @@ def create_tab(studio, preset_box, jobs, caps):
                 batch_count=1, resize_mode="Keep size", width=512, height=512, loras="", preset=None,
                 request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Img2ImgRequest(
-            image=image, prompt=prompt or "", negative_prompt=negative_prompt or "", strength=strength, steps=steps,
-            guidance_scale=guidance_scale, seed=-1 if seed is None else seed, sampler=sampler,
-            batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
-            resize_mode=resize_mode, width=width, height=height,
+            image=image, strength=strength, resize_mode=resize_mode, width=width, height=height,
+            **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
+                              batch_count, loras),
         ), preset, request, progress)
 
     s = sampling

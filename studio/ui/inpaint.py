@@ -5,15 +5,16 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.imaging import mask_from_editor
-from studio.loras import parse_lora_list
 from studio.requests import INPAINT_AREAS, OUTPAINT_FILLS, InpaintRequest, OutpaintRequest
 from studio.ui.common import (
     TabHandles,
     fit_to_preset,
+    image_input,
     prompt_row,
     results_panel,
     run_job,
     sampling_controls,
+    shared_settings,
     wire_generate,
 )
 from studio.ui.widgets import ImageInput, MaskEditor, NamedSlider
@@ -60,9 +61,9 @@ def create_inpaint_tab(studio, preset_box, jobs, caps):
         yield from run_job(studio, jobs, lambda: InpaintRequest(
             image=background.convert("RGB") if background is not None else None,
             mask=mask if mask is not None else painted, invert_mask=invert_mask, mask_blur=mask_blur,
-            inpaint_area=inpaint_area, padding=padding, strength=strength, prompt=prompt or "",
-            negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale,
-            seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
+            inpaint_area=inpaint_area, padding=padding, strength=strength,
+            **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
+                              batch_count, loras),
         ), preset, request, progress)
 
     s = sampling
@@ -78,8 +79,7 @@ def create_outpaint_tab(studio, preset_box, jobs, caps):
         row = prompt_row("outpaint", d, "a wide mountain landscape")
         with gr.Row():
             with gr.Column():
-                image = ImageInput(label="Image", type="pil", image_mode="RGB", sources=["upload", "clipboard"],
-                                   height=320, elem_id="outpaint-image")
+                image = image_input("outpaint")
                 with gr.Row():
                     margins = [NamedSlider(0, 512, value=value, step=8, label=label)
                                for label, value in (("Left", 0), ("Right", 128), ("Up", 0), ("Down", 0))]
@@ -96,8 +96,8 @@ def create_outpaint_tab(studio, preset_box, jobs, caps):
                  preset=None, request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: OutpaintRequest(
             image=image, left=left, right=right, up=up, down=down, fill=fill, mask_blur=mask_blur,
-            prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale,
-            seed=-1 if seed is None else seed, sampler=sampler, batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
+            **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
+                              batch_count, loras),
         ), preset, request, progress)
 
     s = sampling

@@ -28,8 +28,8 @@ def create_tab():
     with gr.Tab("PNG Info", id="pnginfo"):
         with gr.Row():
             with gr.Column():
-                image = ImageInput(label="Drop a PNG", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                   height=360, elem_id="pnginfo-image")
+                image = ImageInput(label="Drop a PNG", type="filepath", image_mode=None,
+                                   sources=["upload", "clipboard"], height=360, elem_id="pnginfo-image")
             with gr.Column():
                 raw = gr.Textbox(label="Parameters", lines=6, interactive=False, elem_id="pnginfo-text")
                 readable = gr.Markdown()

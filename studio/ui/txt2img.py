@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.loras import parse_lora_list
 from studio.requests import Txt2ImgRequest
 from studio.ui.common import (
     TabHandles,
@@ -13,6 +12,7 @@ from studio.ui.common import (
     results_panel,
     run_job,
     sampling_controls,
+    shared_settings,
     wire_generate,
 )
 from studio.ui.widgets import NamedSlider
@@ -39,9 +39,9 @@ def create_tab(studio, preset_box, jobs, caps):
     def txt2img(prompt, negative_prompt, steps, guidance_scale, width, height, seed, sampler,
                 batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Txt2ImgRequest(
-            prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps, guidance_scale=guidance_scale,
-            width=width, height=height, seed=-1 if seed is None else seed, sampler=sampler,
-            batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
+            width=width, height=height,
+            **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
+                              batch_count, loras),
         ), preset, request, progress)
 
     s = sampling
