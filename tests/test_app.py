@@ -59,3 +59,19 @@ def test_readme_front_matter_makes_the_repo_a_space():
     assert meta["sdk_version"] == pinned == gradio.__version__
     assert str(meta["python_version"]).startswith("3.") and meta["suggested_hardware"]
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in meta["models"]
+
+
+def test_share_offline_says_so_and_keeps_serving_locally(tmp_path):
+    port = free_port()
+    proc = run_app("--preset", "tiny", "--share", "--port", str(port), "--outputs", str(tmp_path / "out"),
+                   "--models", str(tmp_path / "models"), "--loras", str(tmp_path / "loras"))
+    try:
+        output, deadline = "", time.monotonic() + 120
+        while "share link" not in output.lower() and time.monotonic() < deadline:
+            output += proc.stdout.readline()
+        assert "Could not create share link" in output or "The share link could not be made" in output
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -146,3 +146,24 @@ def test_stop_stops_only_the_job_of_the_user_who_pressed_it(server, page):
     assert page_a.locator("#txt2img-gallery img").count() == 0  # and its last preview was taken away
     context_a.close()
     context_b.close()
+
+
+def test_history_shows_a_generation_and_reuses_its_parameters(page):
+    page.get_by_role("tab", name="Text to Image").click()
+    page.locator("#txt2img-prompt textarea").fill("a lantern for the history")
+    for label, value in (("Steps", "4"), ("Width", "64"), ("Height", "64"), ("Batch count", "1")):
+        page.get_by_label(label).first.fill(value)
+        page.get_by_label(label).first.press("Enter")
+    page.locator("#txt2img-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-info textarea').value.startsWith('a lantern for the history')",
+        timeout=60_000)
+    page.locator("#txt2img-prompt textarea").fill("something else")
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-gallery img").first.wait_for(state="visible", timeout=30_000)
+    assert page.locator("#history-info textarea").input_value().startswith("a lantern for the history")
+    page.locator("#history-reuse").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-prompt textarea').value === 'a lantern for the history'",
+        timeout=30_000)
+    assert page.get_by_role("tab", name="Text to Image").get_attribute("aria-selected") == "true"
