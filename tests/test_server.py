@@ -1,5 +1,7 @@
 """The running app, called over HTTP with gradio_client as an API user would."""
 
+import time
+
 import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
@@ -83,3 +85,23 @@ def test_previews_stream_to_the_gallery_before_the_result(client):
     with Image.open(previews[0][0]["image"]) as preview:
         assert preview.size == (32, 32)  # the 8x8 latent, drawn 4x: rough by design
     assert final_gallery[0]["caption"] is None and final_info.startswith("a lighthouse")
+
+
+def test_cancelling_over_the_api_frees_the_gpu_for_the_next_user(server):
+    from gradio_client import Client
+
+    mine, theirs = Client(server, verbose=False), Client(server, verbose=False)
+    quick = {**GOOD, "steps": 10, "batch_size": 1}
+    started = time.monotonic()
+    theirs.predict(**quick)
+    alone = time.monotonic() - started
+    # About a minute of work here: four 50-step batches at 512x512.
+    job = mine.submit(**{**GOOD, "steps": 50, "width": 512, "height": 512, "batch_size": 1, "batch_count": 4})
+    deadline = time.monotonic() + 60
+    while job.status().code.name not in ("PROCESSING", "ITERATING") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1)
+    job.cancel()
+    started = time.monotonic()
+    theirs.predict(**quick)
+    assert time.monotonic() - started < 2 * alone + 5
