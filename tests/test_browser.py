@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS
 
@@ -81,7 +82,7 @@ def test_inpaint_a_painted_stroke_then_send_the_result_on(page, tmp_path):
     page.locator("#inpaint-send-img2img").click()
     page.locator("#img2img-image img").first.wait_for(state="visible", timeout=30_000)
     assert page.locator("#img2img-prompt textarea").input_value() == "a wooden door"
-    assert page.get_by_role("tab", name="Image to Image").get_attribute("aria-selected") == "true"
+    expect(page.get_by_role("tab", name="Image to Image")).to_have_attribute("aria-selected", "true")
 
 
 def test_pose_editor_moves_a_joint_where_the_map_is_clicked(page):
@@ -166,4 +167,4 @@ def test_history_shows_a_generation_and_reuses_its_parameters(page):
     page.wait_for_function(
         "() => document.querySelector('#txt2img-prompt textarea').value === 'a lantern for the history'",
         timeout=30_000)
-    assert page.get_by_role("tab", name="Text to Image").get_attribute("aria-selected") == "true"
+    expect(page.get_by_role("tab", name="Text to Image")).to_have_attribute("aria-selected", "true")
