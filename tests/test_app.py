@@ -75,3 +75,10 @@ def test_share_offline_says_so_and_keeps_serving_locally(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_ui_layer_imports_neither_torch_nor_diffusers():
+    """DESIGN invariant 3: UI modules build widgets and call the studio; models stay behind it."""
+    code = "import sys, studio.ui; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
