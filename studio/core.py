@@ -16,7 +16,7 @@ from studio.generate import PreviewCallback, Result, StepCallback, run
 from studio.history import History
 from studio.imaging import check_image
 from studio.loras import LoraInfo, LoraLibrary
-from studio.models import ModelManager, free_memory, resolve_ref
+from studio.models import ModelManager, free_memory, lora_library
 from studio.outputs import OutputStore
 from studio.presets import Preset, available_presets, load_preset
 from studio.requests import GenerationRequest
@@ -32,6 +32,10 @@ class Studio:
         self.history = History(settings.outputs_dir / "history.sqlite3", shared=settings.shared_history)
         self._gpu_lock = threading.RLock()
         self._managers: OrderedDict[str, ModelManager] = OrderedDict()
+        # One LoRA library per preset, shared by its manager and the picker's descriptions, so a
+        # file is read, hashed and cached once however often the picker asks about it.
+        self._libraries: dict[str, LoraLibrary] = {}
+        self._libraries_lock = threading.Lock()  # not the GPU lock: the picker must not wait for a job
         self._max_loaded = max_loaded_presets
 
     def preset_names(self) -> list[str]:
@@ -57,7 +61,7 @@ class Studio:
             while len(self._managers) >= self._max_loaded:
                 self._managers.popitem(last=False)
                 free_memory()
-            manager = ModelManager(preset, self.settings, lock=self._gpu_lock)
+            manager = ModelManager(preset, self.settings, lock=self._gpu_lock, library=self._lora_library(preset))
             self._managers[preset.name] = manager
             return manager
 
@@ -87,9 +91,13 @@ class Studio:
         return LoraLibrary(self.settings.loras_dir).refused()
 
     def lora_info(self, name: str, preset: str | None = None) -> LoraInfo:
-        chosen = self.preset(preset)
-        extras = {n: resolve_ref(chosen, ref, self.settings.models_dir) for n, ref in chosen.loras.items()}
-        return LoraLibrary(self.settings.loras_dir, extras).info(name)
+        return self._lora_library(self.preset(preset)).info(name)
+
+    def _lora_library(self, preset: Preset) -> LoraLibrary:
+        with self._libraries_lock:
+            if preset.name not in self._libraries:
+                self._libraries[preset.name] = lora_library(preset, self.settings)
+            return self._libraries[preset.name]
 
     def detect_pose(self, photo, preset: str | None = None) -> dict:
         """OpenPose keypoints of the people in a photo, as editable pose JSON."""

@@ -96,6 +96,12 @@ def resolve_ref(preset: Preset, ref: str, models_dir: Path) -> str:
     return ref
 
 
+def lora_library(preset: Preset, settings: Settings) -> LoraLibrary:
+    """The LoRAs a preset can use: the LoRA folder's and the preset's own `[loras]`."""
+    extras = {name: resolve_ref(preset, ref, settings.models_dir) for name, ref in preset.loras.items()}
+    return LoraLibrary(settings.loras_dir, extras, cache_bytes=settings.lora_cache_mb * 2**20)
+
+
 def free_memory() -> None:
     """Give memory back after dropping references (call outside any `except` block: a live
     exception keeps the frames, and so the tensors, alive)."""
@@ -107,7 +113,8 @@ def free_memory() -> None:
 class ModelManager:
     """Owns one preset's weights on one device, and the LoRAs applied to them."""
 
-    def __init__(self, preset: Preset, settings: Settings, lock: threading.RLock | None = None):
+    def __init__(self, preset: Preset, settings: Settings, lock: threading.RLock | None = None,
+                 library: LoraLibrary | None = None):
         self.preset = preset
         self.models_dir = settings.models_dir
         self.device, self.dtype = pick_device(settings.device)
@@ -121,8 +128,7 @@ class ModelManager:
         self._task_pipes: dict[tuple[str, str | None], object] = {}
         self.cache_budget_bytes = settings.model_cache_mb * 2**20  # 0: no limit
         self.bytes_loaded = 0  # weights read by from_pretrained so far, for the benchmarks
-        extras = {name: self.resolve_ref(ref) for name, ref in preset.loras.items()}
-        library = LoraLibrary(settings.loras_dir, extras, cache_bytes=settings.lora_cache_mb * 2**20)
+        library = library or lora_library(preset, settings)
         self.adapters = AdapterManager(library, preset.family, settings.max_loaded_loras, self._lora_modules)
 
     @property
