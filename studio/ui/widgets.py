@@ -34,16 +34,23 @@ def _unreadable(label: str, exc: Exception) -> gr.Error:
                     "Upload a PNG, JPEG or WebP picture.")
 
 
+def _decoded(preprocess, label: str | None, payload):
+    """Gradio's own decoding of an upload, with a message instead of a traceback when it fails.
+    (A shared base class can't carry this: `is_template` components take their browser widget
+    from their first base class.)"""
+    try:
+        return preprocess(payload)
+    except _UNREADABLE as exc:
+        raise _unreadable(label or "Image", exc) from None
+
+
 class ImageInput(gr.Image):
     """An image input that answers a non-image, corrupt or oversized upload with a message."""
 
     is_template = True
 
     def preprocess(self, payload):
-        try:
-            return super().preprocess(payload)
-        except _UNREADABLE as exc:
-            raise _unreadable(self.label or "Image", exc) from None
+        return _decoded(super().preprocess, self.label, payload)
 
 
 class MaskEditor(gr.ImageEditor):
@@ -52,10 +59,7 @@ class MaskEditor(gr.ImageEditor):
     is_template = True
 
     def preprocess(self, payload):
-        try:
-            return super().preprocess(payload)
-        except _UNREADABLE as exc:
-            raise _unreadable(self.label or "Image", exc) from None
+        return _decoded(super().preprocess, self.label, payload)
 
 
 def gpu_event_options(queue_id: str = "gpu") -> dict:
