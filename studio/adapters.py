@@ -55,16 +55,27 @@ class AdapterManager:
         self.loads = 0  # adapters loaded from a state dict, for the benchmarks
         self._layers: dict[int, list] = {}  # id(module) -> its LoRA layers (walking a UNet is slow)
 
-    def _set_enabled(self, module, enabled: bool) -> None:
-        """Switch all LoRA layers of `module` on or off (off = exactly the bare layer's output)."""
+    def _lora_layers(self, module) -> list:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         if not _has_adapters(module):
-            return
-        if id(module) not in self._layers:
+            return []
+        if id(module) not in self._layers:  # cached: walking a UNet's modules costs more than a switch
             self._layers[id(module)] = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
-        for layer in self._layers[id(module)]:
-            layer.enable_adapters(enabled)
+        return self._layers[id(module)]
+
+    def _switch(self, module, adapters: list[str], weights: list[float]) -> None:
+        """Make exactly `adapters` (at `weights`) the active ones on every LoRA layer of `module`;
+        none leaves each layer computing exactly its bare base layer.
+
+        This is what diffusers' set_adapters / disable_lora do, over a cached list of LoRA layers
+        and with one pass instead of three: a swap costs a third of what they take together."""
+        for layer in self._lora_layers(module):
+            if layer.disable_adapters:  # loaded disabled somewhere else; ours stay enabled
+                layer.enable_adapters(True)
+            layer.set_adapter(adapters, inference_mode=True)
+            for adapter, weight in zip(adapters, weights):
+                layer.set_scale(adapter, weight)
 
     @staticmethod
     def _lora_components(pipe) -> list[str]:
@@ -78,18 +89,13 @@ class AdapterManager:
             yield pipe
         finally:
             for name in self._lora_components(pipe):
-                self._set_enabled(getattr(pipe, name), False)
+                self._switch(getattr(pipe, name), [], [])
 
     def activate(self, pipe, loras: tuple[tuple[str, float], ...]) -> None:
-        components = self._lora_components(pipe)
-        if not loras:
-            for name in components:
-                self._set_enabled(getattr(pipe, name), False)
-            return
         adapters = [self._ensure(pipe, name) for name, _ in loras]
-        for name in components:
-            self._set_enabled(getattr(pipe, name), True)
-        pipe.set_adapters(adapters, adapter_weights=[float(weight) for _, weight in loras])
+        weights = [float(weight) for _, weight in loras]
+        for name in self._lora_components(pipe):
+            self._switch(getattr(pipe, name), adapters, weights)
         self._evict(keep=set(adapters))
 
     def _ensure(self, pipe, name: str) -> str:
@@ -120,7 +126,7 @@ class AdapterManager:
             for part in self._lora_components(pipe):
                 _delete(getattr(pipe, part), adapter)
                 if part not in before:
-                    self._set_enabled(getattr(pipe, part), False)
+                    self._switch(getattr(pipe, part), [], [])
             raise RequestError(
                 f"LoRA '{name}' does not fit this model: {str(exc).splitlines()[0][:200]} It is probably made "
                 "for another model family (SD 1.5 / SD 2 / SDXL)."

@@ -10,6 +10,7 @@ per-run state) and all GPU work runs under one lock (pipelines are not thread-sa
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import threading
@@ -126,6 +127,7 @@ class ModelManager:
         # Task pipelines derived from the base with from_pipe: made once (that walks every module),
         # then lent one request at a time under the lock, each time with a new scheduler.
         self._task_pipes: dict[tuple[str, str | None], object] = {}
+        self._schedulers: dict[str, object] = {}  # sampler -> an unused scheduler to copy
         self.cache_budget_bytes = settings.model_cache_mb * 2**20  # 0: no limit
         self.bytes_loaded = 0  # weights read by from_pretrained so far, for the benchmarks
         library = library or lora_library(preset, settings)
@@ -312,8 +314,11 @@ class ModelManager:
                 pipe.set_progress_bar_config(disable=True)
                 self._task_pipes[key] = pipe
             pipe = self._task_pipes[key]
-            # A new scheduler for every request: schedulers keep per-run state (step_index).
-            pipe.scheduler = make_scheduler(sampler, base.scheduler.config)
+            # A new scheduler for every request: schedulers keep per-run state (step_index). Copying a
+            # pristine one is ten times faster than from_config, which inspects signatures.
+            if sampler not in self._schedulers:
+                self._schedulers[sampler] = make_scheduler(sampler, base.scheduler.config)
+            pipe.scheduler = copy.deepcopy(self._schedulers[sampler])
             with self.adapters.applied(pipe, loras):
                 yield pipe
 

@@ -53,7 +53,8 @@ def test_without_lora_after_any_lora_sequence_is_bit_identical_to_a_fresh_base(s
 
     pipe = studio.manager().base_pipeline()
     layers = [m for part in (pipe.unet, pipe.text_encoder) for m in part.modules() if isinstance(m, BaseTunerLayer)]
-    assert layers and all(layer.disable_adapters for layer in layers)  # loaded, but none active
+    assert layers and all(layer.lora_A for layer in layers)  # loaded...
+    assert not any(layer.active_adapters for layer in layers)  # ...but none active
 
 
 def test_alternating_lora_sets_each_give_their_own_image(studio):
