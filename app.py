@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="whose generations the History tab shows (auto: shared on a loopback install "
                              "without logins, else each user's own)")
     parser.add_argument("--device", help="auto (default), cuda, mps or cpu")
+    parser.add_argument("--lowvram", action="store_true",
+                        help="keep weights in RAM, each model on the GPU only while it runs (slower, for 4-6 GB GPUs)")
     return parser.parse_args(argv)
 
 
@@ -68,10 +70,11 @@ def lan_address() -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k not in ("listen", "auth", "auth_file", "share")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("listen", "auth", "auth_file", "share", "lowvram")}
     if args.listen:
         flags["host"] = "0.0.0.0"
-    settings = Settings.from_env(**flags, auth=read_auth(args) or None, share=args.share or None)
+    settings = Settings.from_env(**flags, auth=read_auth(args) or None, share=args.share or None,
+                                 lowvram=args.lowvram or None)
     # Imported here so `--help` and a bad preset answer without loading torch.
     from studio.core import Studio
     from studio.ui import CSS, THEME, build

@@ -119,6 +119,11 @@ class ModelManager:
         self.preset = preset
         self.models_dir = settings.models_dir
         self.device, self.dtype = pick_device(settings.device)
+        self.lowvram = settings.lowvram
+        # Where weights rest between requests: on the device, or in RAM under --lowvram.
+        self.home = torch.device("cpu") if self.lowvram else self.device
+        if self.lowvram and self.device.type == "cpu":
+            log.warning("--lowvram saves GPU memory; on the CPU it only adds offload hooks that move nothing")
         # One lock around all GPU work; shared between managers when the studio holds several.
         self._lock = lock or threading.RLock()
         self._base = None
@@ -188,7 +193,7 @@ class ModelManager:
                 no_checker = {"safety_checker": None, "requires_safety_checker": False}
                 kwargs = no_checker if self.preset.family == "sd" else {}
                 pipe = self._from_pretrained(cls.from_pretrained, "base", **kwargs)
-                pipe.to(self.device)
+                pipe.to(self.home)
                 pipe.set_progress_bar_config(disable=True)
                 self._base = pipe
                 log.info("loaded %s on %s (%s)", self.base_id, self.device, self.dtype)
@@ -204,7 +209,7 @@ class ModelManager:
             # inpaint / instruct: a full pipeline repository, of which only the UNet differs
             return self._from_pretrained(UNet2DConditionModel.from_pretrained, role, subfolder="unet")
 
-        return self._cached(role, lambda: load().to(self.device))
+        return self._cached(role, lambda: load().to(self.home))
 
     def annotator(self):
         """The OpenPose detector of controlnet-aux, from the preset's folder or hub id."""
@@ -319,8 +324,25 @@ class ModelManager:
             if sampler not in self._schedulers:
                 self._schedulers[sampler] = make_scheduler(sampler, base.scheduler.config)
             pipe.scheduler = copy.deepcopy(self._schedulers[sampler])
-            with self.adapters.applied(pipe, loras):
+            with self.adapters.applied(pipe, loras), self._offloaded(pipe):
                 yield pipe
+
+    @contextmanager
+    def _offloaded(self, pipe) -> Iterator:
+        """Under --lowvram, each model of `pipe` moves to the device only while it runs (diffusers'
+        model offload: text encoder, then UNet, then VAE). The hooks go on at every lend and come
+        off after it: the modules are shared with the other task pipelines, and hooks set for one
+        pipeline's sequence would not suit another's. Between requests every weight rests in RAM,
+        also after a Stop or an error in the middle of a run."""
+        if not self.lowvram:
+            yield
+            return
+        pipe.enable_model_cpu_offload(device=self.device)
+        try:
+            yield
+        finally:
+            pipe.remove_all_hooks()
+            pipe.to("cpu")
 
     def roles_needed(self, task: str, control_mode: str | None = None) -> list[str]:
         roles = ["base"]

@@ -34,6 +34,8 @@ class Settings:
     presets_dir: Path = REPO_ROOT / "presets"
     loras_dir: Path = field(default_factory=lambda: REPO_ROOT / "loras")
     device: str = "auto"  # auto | cuda | mps | cpu (or cuda:1, ...)
+    # Keep weights in RAM and move each model to the GPU only while it runs (diffusers' model offload).
+    lowvram: bool = False
     queue_size: int = 32  # requests waiting for the GPU; more are turned away
     lora_cache_mb: int = 1024  # LoRA state dicts kept in RAM (LRU)
     max_loaded_loras: int = 8  # adapters kept in each model before the least recently used is deleted
