@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", dest="models_dir", help="folder for the tiny models and './' preset paths")
     parser.add_argument("--loras", dest="loras_dir", help="folder of .safetensors LoRAs (default ./loras)")
     parser.add_argument("--model-cache-mb", dest="model_cache_mb", type=int,
-                        help="memory budget for inpaint/instruct/ControlNet models, LRU (default 0: no limit)")
+                        help="memory for inpaint/instruct/ControlNet models beside the base, LRU "
+                             "(default: the preset's model_cache_mb; 0: no limit)")
     parser.add_argument("--history", choices=["auto", "shared", "private"],
                         help="whose generations the History tab shows (auto: shared on a loopback install "
                              "without logins, else each user's own)")

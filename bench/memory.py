@@ -1,7 +1,7 @@
 """One side of `memory_vs_naive`, run in a fresh process: `python -m bench.memory studio|naive PRESET DEVICE`.
 
-studio: one Studio, one generation in each of the five tabs (studio-budget: the same, run with
-        STUDIO_MODEL_CACHE_MB set, so the cache keeps what fits).
+studio: one Studio with the preset's settings, one generation in each of the five tabs
+        (studio-no-budget: the same with STUDIO_MODEL_CACHE_MB=0, so every model stays).
 naive:  five pipelines loaded independently with from_pretrained (what a script per task does),
         one generation each.
 Prints the growth of resident memory and the bytes of distinct weight tensors held.

@@ -133,7 +133,8 @@ class ModelManager:
         # then lent one request at a time under the lock, each time with a new scheduler.
         self._task_pipes: dict[tuple[str, str | None], object] = {}
         self._schedulers: dict[str, object] = {}  # sampler -> an unused scheduler to copy
-        self.cache_budget_bytes = settings.model_cache_mb * 2**20  # 0: no limit
+        budget_mb = preset.model_cache_mb if settings.model_cache_mb is None else settings.model_cache_mb
+        self.cache_budget_bytes = budget_mb * 2**20  # 0: no limit
         self.bytes_loaded = 0  # weights read by from_pretrained so far, for the benchmarks
         library = library or lora_library(preset, settings)
         self.adapters = AdapterManager(library, preset.family, settings.max_loaded_loras, self._lora_modules)

@@ -27,6 +27,7 @@ _SCHEMA: dict = {
     "family": str,
     "build": str,
     "variant": str,
+    "model_cache_mb": int,
     "models": {
         "base": str,
         "inpaint": str,
@@ -88,6 +89,9 @@ class Preset:
     loras: dict[str, str] = field(default_factory=dict)  # LoRAs the preset offers besides the folder
     build: str | None = None  # "tiny": the models are built from code on first use
     variant: str | None = None  # e.g. "fp16": which weight files to fetch in half precision
+    # Room for specialised models beside the base (inpaint/instruct UNets, ControlNets, annotator),
+    # least recently used evicted; 0 = no limit. --model-cache-mb overrides it.
+    model_cache_mb: int = 0
 
     def model(self, role: str) -> str | None:
         """The hub id or folder for `role`, or None when this preset has no model for it."""
@@ -160,6 +164,8 @@ def parse_preset(path: Path) -> Preset:
     limits = data.get("limits", {})
     _check_positive(defaults, path, "defaults")
     _check_positive(limits, path, "limits")
+    if data.get("model_cache_mb", 0) < 0:
+        raise PresetError(f"{path}: 'model_cache_mb' must be 0 (no limit) or more, got {data['model_cache_mb']}")
     preset = Preset(
         name=path.stem,
         title=data["title"],
@@ -171,6 +177,7 @@ def parse_preset(path: Path) -> Preset:
         loras=data.get("loras", {}),
         build=data.get("build"),
         variant=data.get("variant"),
+        model_cache_mb=data.get("model_cache_mb", 0),
     )
     _check_defaults_within_limits(preset, path)
     return preset

@@ -39,7 +39,9 @@ class Settings:
     queue_size: int = 32  # requests waiting for the GPU; more are turned away
     lora_cache_mb: int = 1024  # LoRA state dicts kept in RAM (LRU)
     max_loaded_loras: int = 8  # adapters kept in each model before the least recently used is deleted
-    model_cache_mb: int = 0  # specialised models (inpaint/instruct UNets, ControlNets, annotator); 0 = no limit
+    # Specialised models (inpaint/instruct UNets, ControlNets, annotator) kept; 0 = no limit,
+    # None = the preset's own model_cache_mb.
+    model_cache_mb: int | None = None
     auth: tuple[tuple[str, str], ...] = ()  # (user, password) pairs; empty = no login
     share: bool = False  # a public Gradio share link
     max_upload_mb: int = 20
@@ -78,7 +80,7 @@ class Settings:
             values["host"] = "0.0.0.0"  # on a Hugging Face Space the proxy in front is what users reach
         values.update({k: v for k, v in overrides.items() if v is not None})
         for spec in fields(cls):
-            if spec.name in values and spec.type in ("int", int):
+            if spec.name in values and spec.type in ("int", int, "int | None"):
                 values[spec.name] = int(values[spec.name])
             elif spec.name in values and spec.type in ("bool", bool) and isinstance(values[spec.name], str):
                 values[spec.name] = values[spec.name].lower() in ("1", "true", "yes", "on")

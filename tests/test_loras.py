@@ -252,6 +252,21 @@ def test_evicting_a_cached_model_really_frees_it(settings):
     assert inpaint() is None  # no reference is left anywhere: the memory is free
 
 
+@pytest.mark.parametrize("flag_mb, kept", [
+    (None, ["instruct", "control.scribble"]),  # tiny.toml's 9 MB: one UNet and a ControlNet
+    (0, ["inpaint", "instruct", "control.scribble"]),  # --model-cache-mb 0: no limit
+])
+def test_the_presets_model_budget_applies_unless_the_flag_overrides_it(settings, flag_mb, kept):
+    import dataclasses
+
+    from studio.core import Studio
+
+    manager = Studio(dataclasses.replace(settings, model_cache_mb=flag_mb)).manager()
+    for role in ("inpaint", "instruct", "control.scribble"):
+        manager.component(role)
+    assert manager.cached_roles() == kept
+
+
 def test_out_of_memory_is_reported_and_the_next_request_works(studio, monkeypatch):
     from diffusers import StableDiffusionPipeline
 

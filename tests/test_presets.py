@@ -104,3 +104,10 @@ def test_missing_role_says_which_tab_and_preset(tmp_path):
         manager.resolve("inpaint")
     message = str(err.value)
     assert "sd-turbo" in message and "inpaint" in message and "this tab is not available" in message
+
+
+def test_model_cache_budget_is_read_and_checked(tmp_path):
+    assert parse_preset(write(tmp_path, MINIMAL)).model_cache_mb == 0  # no limit unless the preset says
+    assert load_preset("sd15", PRESETS).model_cache_mb == 2900
+    with pytest.raises(PresetError, match="'model_cache_mb' must be 0 \\(no limit\\) or more, got -5"):
+        parse_preset(write(tmp_path, "model_cache_mb = -5\n" + MINIMAL))
