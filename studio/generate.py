@@ -136,6 +136,7 @@ def run(
         raise RequestError(
             f"Out of memory at {width}x{height} with batch size {request.batch_size}. Try a smaller size or "
             "batch size (batch count costs no extra memory), or close other programs using the GPU."
+            + ("" if manager.lowvram else " Whoever runs the studio can also start it with --lowvram.")
         )
     result = Result(notes=plan.notes, stopped=stopped)
     model = manager.model_name(plan.task)

@@ -23,7 +23,7 @@ import torch
 
 from studio import tiny
 from studio.adapters import AdapterManager
-from studio.errors import ModelUnavailableError
+from studio.errors import ModelUnavailableError, RequestError
 from studio.loras import LoraLibrary
 from studio.presets import Preset
 from studio.samplers import make_scheduler
@@ -135,6 +135,7 @@ class ModelManager:
         self._schedulers: dict[str, object] = {}  # sampler -> an unused scheduler to copy
         budget_mb = preset.model_cache_mb if settings.model_cache_mb is None else settings.model_cache_mb
         self.cache_budget_bytes = budget_mb * 2**20  # 0: no limit
+        self.vram_reserve_bytes = settings.vram_reserve_mb * 2**20
         self.bytes_loaded = 0  # weights read by from_pretrained so far, for the benchmarks
         library = library or lora_library(preset, settings)
         self.adapters = AdapterManager(library, preset.family, settings.max_loaded_loras, self._lora_modules)
@@ -217,31 +218,60 @@ class ModelManager:
         return self._cached("pose_annotator", self._load_annotator)
 
     def _cached(self, role: str, load):
-        """The LRU cache of specialised models, within `cache_budget_bytes` (0: no limit)."""
+        """The LRU cache of specialised models, within `cache_budget_bytes` (0: no limit) and, on
+        CUDA, leaving `vram_reserve_bytes` free for the generation itself."""
         with self._lock:
             if role in self._components:
                 self._components.move_to_end(role)
                 return self._components[role]
-            model = load()
+            model = self._load_making_room(role, load)
             self._components[role] = model
             log.info("loaded %s model %s (%.0f MB)", role, self.preset.model(role), module_bytes(model) / 2**20)
-            self._enforce_budget(keep=role)
+            self._evict_while(self._over_budget, keep=role)
             return model
 
-    def _enforce_budget(self, keep: str) -> None:
-        if not self.cache_budget_bytes:
-            return
-        evicted = False
-        while sum(map(module_bytes, self._components.values())) > self.cache_budget_bytes:
+    def _load_making_room(self, role: str, load):
+        """`load()`; when the device runs out of memory, evict every cached model and try once more."""
+        out_of_memory = False
+        try:
+            return load()
+        except torch.OutOfMemoryError:
+            out_of_memory = True
+        if out_of_memory:  # handled outside the except block, which holds the failed load's tensors
+            self._evict_while(lambda: bool(self._components))
+            try:
+                return load()
+            except torch.OutOfMemoryError:
+                pass
+            free_memory()
+            raise RequestError(
+                f"Not enough GPU memory to load the {role} model next to the base model. Whoever runs the "
+                "studio can start it with --lowvram (models wait in RAM and take turns on the GPU)."
+            )
+
+    def free_device_bytes(self) -> int | None:
+        """Free memory where the cached models live; None where it cannot be read (CPU, MPS)."""
+        if self.home.type != "cuda":
+            return None
+        free, _total = torch.cuda.mem_get_info(self.home)
+        return free
+
+    def _over_budget(self) -> bool:
+        if self.cache_budget_bytes and sum(map(module_bytes, self._components.values())) > self.cache_budget_bytes:
+            return True
+        free = self.free_device_bytes()
+        return free is not None and free < self.vram_reserve_bytes
+
+    def _evict_while(self, condition, keep: str | None = None) -> None:
+        """Evict the least recently used models (never `keep`) while `condition()` holds."""
+        while condition():
             victim = next((r for r in self._components if r != keep), None)
             if victim is None:
-                break
-            log.info("evicting %s to stay within the model cache budget", victim)
+                return
+            log.info("evicting %s to make room", victim)
             del self._components[victim]
-            evicted = True
-        if evicted:
             self._task_pipes.clear()  # they may hold the evicted model
-            free_memory()
+            free_memory()  # so that the next free_device_bytes() sees the memory back
 
     def cached_roles(self) -> list[str]:
         return list(self._components)

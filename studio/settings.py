@@ -42,6 +42,8 @@ class Settings:
     # Specialised models (inpaint/instruct UNets, ControlNets, annotator) kept; 0 = no limit,
     # None = the preset's own model_cache_mb.
     model_cache_mb: int | None = None
+    # On CUDA, GPU memory kept free for a generation's activations: cached models are evicted for it.
+    vram_reserve_mb: int = 2048
     auth: tuple[tuple[str, str], ...] = ()  # (user, password) pairs; empty = no login
     share: bool = False  # a public Gradio share link
     max_upload_mb: int = 20

@@ -267,6 +267,53 @@ def test_the_presets_model_budget_applies_unless_the_flag_overrides_it(settings,
     assert manager.cached_roles() == kept
 
 
+def test_on_a_full_gpu_cached_models_make_room_for_the_generation(settings):
+    """The eviction policy against a simulated 20 MB GPU: the CUDA free-memory reading is the one
+    part replaced, as this machine has no GPU."""
+    import dataclasses
+
+    from studio.core import Studio
+    from studio.models import module_bytes
+
+    manager = Studio(dataclasses.replace(settings, model_cache_mb=0, vram_reserve_mb=6)).manager()
+    manager.free_device_bytes = lambda: 20 * 2**20 - sum(map(module_bytes, manager.cached_models()))
+    manager.component("control.scribble")  # 2.7 MB: 17 MB left
+    manager.component("inpaint")  # 5.4 MB more: 12 MB left
+    assert manager.cached_roles() == ["control.scribble", "inpaint"]
+    manager.component("instruct")  # 5.4 MB more would leave 6.6 MB: still above the reserve
+    manager.component("control.openpose")  # below the 6 MB reserve: the least recently used goes
+    assert manager.cached_roles() == ["inpaint", "instruct", "control.openpose"]
+
+
+def test_a_model_that_does_not_fit_evicts_the_others_then_says_so(settings, monkeypatch):
+    import dataclasses
+
+    from diffusers import UNet2DConditionModel
+
+    from studio.core import Studio
+
+    manager = Studio(dataclasses.replace(settings, model_cache_mb=0)).manager()
+    manager.component("control.scribble")
+    manager.component("instruct")
+    original = UNet2DConditionModel.from_pretrained.__func__
+    failures = {"left": 1}
+
+    def fails_while_full(cls, *args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.70 GiB")
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", classmethod(fails_while_full))
+    manager.component("inpaint")  # the first try fails; with the others evicted it fits
+    assert manager.cached_roles() == ["inpaint"]
+    failures["left"] = 2
+    manager.component("control.scribble")
+    with pytest.raises(RequestError, match="Not enough GPU memory to load the instruct model.*--lowvram"):
+        manager.component("instruct")
+    assert manager.cached_roles() == []  # the room was made; nothing half-loaded stays
+
+
 def test_out_of_memory_is_reported_and_the_next_request_works(studio, monkeypatch):
     from diffusers import StableDiffusionPipeline
 
