@@ -1,9 +1,7 @@
-"""LoRAs per request: formats, exactness, isolation, refusals, path escapes, memory."""
+"""LoRAs per request: formats, exactness, isolation, refusals, path escapes."""
 
-import gc
 import os
 import threading
-import weakref
 
 import numpy as np
 import pytest
@@ -236,97 +234,3 @@ def test_adapters_beyond_the_limit_are_deleted(settings, tmp_path, models_dir):
         run(studio, [(f"l{i}", 1.0)])
     unet = studio.manager().base_pipeline().unet
     assert len(unet.peft_config) == 2
-
-
-def test_evicting_a_cached_model_really_frees_it(settings):
-    import dataclasses
-
-    from studio.core import Studio
-
-    studio = Studio(dataclasses.replace(settings, model_cache_mb=8))  # room for about one UNet
-    manager = studio.manager()
-    inpaint = weakref.ref(manager.component("inpaint"))
-    manager.component("instruct")
-    assert manager.cached_roles() == ["instruct"]
-    gc.collect()
-    assert inpaint() is None  # no reference is left anywhere: the memory is free
-
-
-@pytest.mark.parametrize("flag_mb, kept", [
-    (None, ["instruct", "control.scribble"]),  # tiny.toml's 9 MB: one UNet and a ControlNet
-    (0, ["inpaint", "instruct", "control.scribble"]),  # --model-cache-mb 0: no limit
-])
-def test_the_presets_model_budget_applies_unless_the_flag_overrides_it(settings, flag_mb, kept):
-    import dataclasses
-
-    from studio.core import Studio
-
-    manager = Studio(dataclasses.replace(settings, model_cache_mb=flag_mb)).manager()
-    for role in ("inpaint", "instruct", "control.scribble"):
-        manager.component(role)
-    assert manager.cached_roles() == kept
-
-
-def test_on_a_full_gpu_cached_models_make_room_for_the_generation(settings):
-    """The eviction policy against a simulated 20 MB GPU: the CUDA free-memory reading is the one
-    part replaced, as this machine has no GPU."""
-    import dataclasses
-
-    from studio.core import Studio
-    from studio.models import module_bytes
-
-    manager = Studio(dataclasses.replace(settings, model_cache_mb=0, vram_reserve_mb=6)).manager()
-    manager.free_device_bytes = lambda: 20 * 2**20 - sum(map(module_bytes, manager.cached_models()))
-    manager.component("control.scribble")  # 2.7 MB: 17 MB left
-    manager.component("inpaint")  # 5.4 MB more: 12 MB left
-    assert manager.cached_roles() == ["control.scribble", "inpaint"]
-    manager.component("instruct")  # 5.4 MB more would leave 6.6 MB: still above the reserve
-    manager.component("control.openpose")  # below the 6 MB reserve: the least recently used goes
-    assert manager.cached_roles() == ["inpaint", "instruct", "control.openpose"]
-
-
-def test_a_model_that_does_not_fit_evicts_the_others_then_says_so(settings, monkeypatch):
-    import dataclasses
-
-    from diffusers import UNet2DConditionModel
-
-    from studio.core import Studio
-
-    manager = Studio(dataclasses.replace(settings, model_cache_mb=0)).manager()
-    manager.component("control.scribble")
-    manager.component("instruct")
-    original = UNet2DConditionModel.from_pretrained.__func__
-    failures = {"left": 1}
-
-    def fails_while_full(cls, *args, **kwargs):
-        if failures["left"]:
-            failures["left"] -= 1
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.70 GiB")
-        return original(cls, *args, **kwargs)
-
-    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", classmethod(fails_while_full))
-    manager.component("inpaint")  # the first try fails; with the others evicted it fits
-    assert manager.cached_roles() == ["inpaint"]
-    failures["left"] = 2
-    manager.component("control.scribble")
-    with pytest.raises(RequestError, match="Not enough GPU memory to load the instruct model.*--lowvram"):
-        manager.component("instruct")
-    assert manager.cached_roles() == []  # the room was made; nothing half-loaded stays
-
-
-def test_out_of_memory_is_reported_and_the_next_request_works(studio, monkeypatch):
-    from diffusers import StableDiffusionPipeline
-
-    original = StableDiffusionPipeline.__call__
-    calls = {"n": 0}
-
-    def fail_once(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(StableDiffusionPipeline, "__call__", fail_once)
-    with pytest.raises(RequestError, match="Out of memory at 64x64 with batch size 1. Try a smaller size"):
-        run(studio)
-    assert len(run(studio).images) == 1
