@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -52,7 +53,7 @@ def resolve_seed(seed: int) -> int:
 
 
 def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Event | None,
-                   on_preview: PreviewCallback | None = None, family: str = "sd"):
+                   on_preview: PreviewCallback | None, manager: ModelManager):
     """A diffusers `callback_on_step_end` that reports progress over several pipeline calls, makes
     a cheap preview every few steps, and leaves the loop when this job's Stop event is set (every
     pipeline honours an exception, not all of them check `_interrupt`)."""
@@ -64,7 +65,7 @@ def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Eve
         if on_step is not None:
             on_step(done, total)
         if on_preview is not None and done % PREVIEW_EVERY == 0 and "latents" in kwargs:
-            on_preview(latents_to_preview(kwargs["latents"], family))
+            on_preview(_preview(manager, kwargs["latents"]))
         if stop is not None and stop.is_set():
             raise _Stopped
         return kwargs
@@ -72,13 +73,21 @@ def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Eve
     return callback
 
 
+def _preview(manager: ModelManager, latents) -> Image.Image:
+    decoder = manager.preview_decoder()
+    start = time.perf_counter()
+    image = latents_to_preview(latents, manager.preset.family, decoder)
+    if decoder is not None:
+        manager.note_preview_time(time.perf_counter() - start)
+    return image
+
+
 def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seeds: list[list[int]],
              on_step: StepCallback | None, stop: threading.Event | None,
              on_preview: PreviewCallback | None) -> tuple[list[Image.Image], bool]:
     """Run every batch; returns the images of the batches that finished and whether Stop cut in."""
     images: list[Image.Image] = []
-    callback = _step_callback(on_step, plan.steps_run * request.batch_count, stop, on_preview,
-                              manager.preset.family)
+    callback = _step_callback(on_step, plan.steps_run * request.batch_count, stop, on_preview, manager)
     with manager.pipeline(plan.task, request.sampler, plan.control_mode, request.loras) as pipe:
         # Decoding a big image at once needs several GB; tiles keep it within reach of small GPUs.
         if plan.size[0] * plan.size[1] > VAE_TILING_PIXELS:

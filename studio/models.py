@@ -52,6 +52,7 @@ TASK_PIPELINES = {
     },
 }
 ANNOTATOR_FILES = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
+PREVIEW_BUDGET_S = 0.25  # the most one live preview through the preview VAE may take
 
 
 def pick_device(requested: str = "auto") -> tuple[torch.device, torch.dtype]:
@@ -133,6 +134,8 @@ class ModelManager:
         # then lent one request at a time under the lock, each time with a new scheduler.
         self._task_pipes: dict[tuple[str, str | None], object] = {}
         self._schedulers: dict[str, object] = {}  # sampler -> an unused scheduler to copy
+        self._preview = None  # the preview VAE once loaded; False when it could not be, or is too slow
+        self._preview_decodes = 0
         budget_mb = preset.model_cache_mb if settings.model_cache_mb is None else settings.model_cache_mb
         self.cache_budget_bytes = budget_mb * 2**20  # 0: no limit
         self.vram_reserve_bytes = settings.vram_reserve_mb * 2**20
@@ -212,6 +215,31 @@ class ModelManager:
             return self._from_pretrained(UNet2DConditionModel.from_pretrained, role, subfolder="unet")
 
         return self._cached(role, lambda: load().to(self.home))
+
+    def preview_decoder(self):
+        """The preset's TAESD (AutoencoderTiny) for live previews, or None when the preset names none
+        or it cannot be loaded now: previews then fall back to the latent approximation, since a
+        generation must never fail for its preview. Small (10 MB), so kept outside the cache budget."""
+        from diffusers import AutoencoderTiny
+
+        with self._lock:
+            if self._preview is None and self.preset.model("preview_vae"):
+                try:
+                    decoder = self._from_pretrained(AutoencoderTiny.from_pretrained, "preview_vae")
+                    self._preview = decoder.to(self.device)
+                except ModelUnavailableError as exc:
+                    log.warning("live previews use the latent approximation: %s", exc)
+                    self._preview = False
+            return self._preview or None
+
+    def note_preview_time(self, seconds: float) -> None:
+        """Previews must stay cheap next to the steps they interrupt. Where the preview VAE is slow
+        (the real TAESD takes about 1.3 s at 512x512 on a 2-core CPU) the latent approximation is
+        used from then on. The first decode is not judged: it pays one-time set-up costs."""
+        self._preview_decodes += 1
+        if self._preview_decodes > 1 and seconds > PREVIEW_BUDGET_S and self._preview:
+            log.info("the preview VAE took %.2f s; live previews use the latent approximation", seconds)
+            self._preview = False
 
     def annotator(self):
         """The OpenPose detector of controlnet-aux, from the preset's folder or hub id."""

@@ -1,7 +1,9 @@
-"""Cheap previews while an image is being made: latents -> RGB with a linear map, no VAE decode.
+"""Cheap previews while an image is being made.
 
-The factors are the least-squares fit of RGB to the four SD latent channels that A1111 and ComfyUI
-use for their "approximate" previews; SDXL's latent space has its own.
+With the preset's preview VAE (TAESD, `AutoencoderTiny`: about 1% of the real VAE's work) the
+preview is a full-size picture. Without one, a linear map of the latents gives a rough 1/2-scale
+one: the factors are the least-squares fit of RGB to the four SD latent channels that A1111 and
+ComfyUI use for their "approximate" previews; SDXL's latent space has its own.
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ _FACTORS = {
 PREVIEW_EVERY = 3  # steps between previews: a preview costs a few ms, sending it to the page more
 
 
-def latents_to_preview(latents: torch.Tensor, family: str = "sd") -> Image.Image:
-    """The first image of a latent batch (B, 4, h, w) as an RGB picture of h x w pixels (1/8 scale)."""
+def latents_to_preview(latents: torch.Tensor, family: str = "sd", decoder=None) -> Image.Image:
+    """The first image of a latent batch (B, 4, h, w) as an RGB picture: 8h x 8w through `decoder`
+    (an AutoencoderTiny), else 4h x 4w from the linear approximation."""
+    if decoder is not None:
+        with torch.no_grad():
+            image = decoder.decode(latents[:1, :4].to(decoder.device, decoder.dtype)).sample[0]
+        rgb = ((image.float() + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(rgb)
     factors = torch.tensor(_FACTORS.get(family, _FACTORS["sd"]), dtype=torch.float32)
     first = latents[0, :4].detach().to("cpu", torch.float32)
     rgb = torch.einsum("chw,cr->hwr", first, factors)

@@ -13,6 +13,7 @@ Layout under `<models_dir>/tiny/`:
     control-openpose/   ControlNetModel
     annotators/         body_pose_model.pth, hand_pose_model.pth, facenet.pth (controlnet-aux OpenPose)
     loras/              tiny-style-peft.safetensors (diffusers/PEFT keys), tiny-kohya.safetensors (kohya keys)
+    preview-vae/        AutoencoderTiny (TAESD's architecture) for live previews
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 # Bump when the models change, so old caches are rebuilt instead of silently reused.
-VERSION = 2
+VERSION = 3
 SEED = 20261121
 _MARKER = "tiny-models.json"
 
@@ -88,6 +89,14 @@ def _vae():
         norm_num_groups=8,
         sample_size=64,
     )
+
+
+def _preview_vae():
+    from diffusers import AutoencoderTiny
+
+    # TAESD's layout (three 2x upsamplings: latents to full size) with narrow blocks.
+    return AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                           num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
 
 
 def _text_encoder(tokenizer):
@@ -229,6 +238,7 @@ def _build_all(root: Path) -> None:
         _controlnet(base_unet).save_pretrained(root / name)
     _build_annotators(root / "annotators")
     _build_loras(root / "loras", root / "base")
+    _preview_vae().save_pretrained(root / "preview-vae")
     (root / _MARKER).write_text(json.dumps({"version": VERSION, "seed": SEED}))
 
 

@@ -83,7 +83,7 @@ def test_previews_stream_to_the_gallery_before_the_result(client):
     previews = [gallery for gallery, info in outputs[:-1] if gallery and gallery[0]["caption"] == "preview"]
     assert len(previews) >= 2  # steps 3, 6 and 9 of 9
     with Image.open(previews[0][0]["image"]) as preview:
-        assert preview.size == (32, 32)  # the 8x8 latent, drawn 4x: rough by design
+        assert preview.size == (64, 64)  # full size: the tiny preset's preview VAE decoded it
     assert final_gallery[0]["caption"] is None and final_info.startswith("a lighthouse")
 
 

@@ -127,8 +127,35 @@ def test_big_images_are_decoded_in_tiles(studio, monkeypatch):
     assert not vae.use_tiling
 
 
-def test_previews_come_every_three_steps_from_the_latents(studio):
+def test_previews_come_every_three_steps_at_full_size_through_taesd(studio):
     previews = []
     studio.generate(request(steps=7, width=64, height=128), on_preview=previews.append)
-    assert len(previews) == 2 and previews[0].size == (32, 64)  # steps 3 and 6; latents are 1/8, drawn 4x
+    assert len(previews) == 2 and previews[0].size == (64, 128)  # steps 3 and 6, decoded by the preview VAE
     assert np.asarray(previews[1]).std() > 0
+
+
+def test_a_slow_preview_vae_gives_way_to_the_latent_approximation(settings):
+    from studio.core import Studio
+
+    manager = Studio(settings).manager()
+    assert manager.preview_decoder() is not None
+    manager.note_preview_time(3.0)  # the first decode pays set-up costs: not judged
+    assert manager.preview_decoder() is not None
+    manager.note_preview_time(1.3)  # the real TAESD at 512x512 on a 2-core CPU
+    assert manager.preview_decoder() is None
+
+
+def test_without_a_loadable_preview_vae_previews_fall_back_to_the_latent_approximation(settings, tmp_path):
+    import dataclasses
+    import shutil
+
+    from studio.core import Studio
+
+    shutil.copy(settings.presets_dir / "tiny.toml", tmp_path)
+    tiny = (tmp_path / "tiny.toml").read_text()
+    (tmp_path / "tiny.toml").write_text(tiny.replace('"./tiny/preview-vae"', '"./tiny/no-such-folder"'))
+    previews = []
+    result = Studio(dataclasses.replace(settings, presets_dir=tmp_path)).generate(
+        request(steps=7, width=64, height=128), on_preview=previews.append)
+    assert result.images  # a preview never costs the image
+    assert len(previews) == 2 and previews[0].size == (32, 64)  # latents are 1/8, drawn 4x: rough
