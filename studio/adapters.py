@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Callable, Iterable
@@ -53,16 +54,18 @@ class AdapterManager:
         self._parts: dict[str, set[str]] = {}  # adapter -> pipeline components it has weights for
         self._recent: OrderedDict[str, None] = OrderedDict()  # loaded adapters, least recently used first
         self.loads = 0  # adapters loaded from a state dict, for the benchmarks
-        self._layers: dict[int, list] = {}  # id(module) -> its LoRA layers (walking a UNet is slow)
+        # module -> its LoRA layers (walking a UNet is slow); weak, so an evicted model's entry goes
+        # with it and a new model that happens to get its id never inherits its layers.
+        self._layers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _lora_layers(self, module) -> list:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         if not _has_adapters(module):
             return []
-        if id(module) not in self._layers:  # cached: walking a UNet's modules costs more than a switch
-            self._layers[id(module)] = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
-        return self._layers[id(module)]
+        if module not in self._layers:
+            self._layers[module] = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+        return self._layers[module]
 
     def _switch(self, module, adapters: list[str], weights: list[float]) -> None:
         """Make exactly `adapters` (at `weights`) the active ones on every LoRA layer of `module`;

@@ -18,13 +18,24 @@ def run(studio):
 
 
 def test_evicting_a_cached_model_really_frees_it(settings):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from PIL import Image
+
+    from studio.requests import InpaintRequest
+
     studio = Studio(dataclasses.replace(settings, model_cache_mb=8))  # room for about one UNet
     manager = studio.manager()
-    inpaint = weakref.ref(manager.component("inpaint"))
+    photo, mask = Image.new("RGB", (64, 64)), Image.new("L", (64, 64), 255)
+    studio.generate(InpaintRequest(prompt="x", steps=2, image=photo, mask=mask, loras=(("tiny-style", 1.0),)))
+    unet = manager.component("inpaint")
+    inpaint = weakref.ref(unet)
+    lora_layer = weakref.ref(next(m for m in unet.modules() if isinstance(m, BaseTunerLayer)))
+    del unet
     manager.component("instruct")
     assert manager.cached_roles() == ["instruct"]
     gc.collect()
-    assert inpaint() is None  # no reference is left anywhere: the memory is free
+    # No reference is left anywhere, not even to the LoRA-wrapped layers: the memory is free.
+    assert inpaint() is None and lora_layer() is None
 
 
 @pytest.mark.parametrize("flag_mb, kept", [
@@ -94,3 +105,26 @@ def test_out_of_memory_is_reported_and_the_next_request_works(studio, monkeypatc
     with pytest.raises(RequestError, match="Out of memory at 64x64 with batch size 1. Try a smaller size"):
         run(studio)
     assert len(run(studio).images) == 1
+
+
+def test_loras_on_an_evicted_and_reloaded_model_stay_exact(settings):
+    """Inpaint with a LoRA, evict the inpaint UNet (Instruct needs the room), load it again:
+    the LoRA gives the same image as before, and no LoRA the plain image."""
+    import numpy as np
+    from PIL import Image
+
+    from studio.requests import InpaintRequest, InstructRequest
+
+    photo, mask = Image.new("RGB", (64, 64), (120, 60, 30)), Image.new("L", (64, 64), 255)
+    common = {"prompt": "x", "steps": 3, "seed": 4, "mask_blur": 0, "image": photo, "mask": mask}
+    studio = Studio(dataclasses.replace(settings, model_cache_mb=8))  # room for one UNet
+
+    def inpaint(loras=()):
+        return np.asarray(studio.generate(InpaintRequest(**common, loras=loras)).images[0])
+
+    plain, styled = inpaint(), inpaint((("tiny-style", 1.0),))
+    for _ in range(3):
+        studio.generate(InstructRequest(prompt="x", steps=2, seed=1, image=photo))
+        assert studio.manager().cached_roles() == ["instruct"]  # the inpaint UNet is gone
+        assert np.array_equal(inpaint((("tiny-style", 1.0),)), styled)
+        assert np.array_equal(inpaint(), plain)
