@@ -74,10 +74,18 @@ def bench_overhead(studio, args) -> None:
 
         raw()  # warm-up
     studio.generate(request)
-    for _ in range(args.runs):  # interleaved, so drift in the machine's speed hits both alike
-        with manager.pipeline("txt2img", "Euler a") as pipe:
+    def raw_run():
+        with manager.pipeline("txt2img", "Euler a"):
             raw_times.append(median_time(raw, 1, warmup=0))
+
+    def studio_run():
         studio_times.append(median_time(lambda: studio.generate(request), 1, warmup=0))
+
+    # Interleaved, so drift in the machine's speed hits both alike, and in alternating order, so
+    # neither always runs right after the other (garbage, caches).
+    for i in range(args.runs):
+        for measure in ((raw_run, studio_run) if i % 2 else (studio_run, raw_run)):
+            measure()
     raw_s, studio_s = statistics.median(raw_times), statistics.median(studio_times)
     report("raw_diffusers_s", raw_s, " s")
     report("studio_end_to_end_s", studio_s, " s")
@@ -118,6 +126,9 @@ def bench_lora_swaps(studio, args) -> None:
     manager = studio.manager()
     base_folder = manager.resolve("base")
     names = manager.loras.names()[:2]
+    if not names:
+        print("# LoRA figures skipped: this preset offers no LoRA; put .safetensors files in loras/", flush=True)
+        return
     set_a, set_b = ((names[0], 0.8),), ((names[1], 0.6),) if len(names) > 1 else ((names[0], 0.3),)
 
     def activate(loras):
@@ -148,6 +159,8 @@ def bench_lora_leak(args) -> None:
     studio = make_studio(args, max_loaded_loras=1)  # every swap deletes one adapter and loads another
     manager = studio.manager()
     names = manager.loras.names()[:2]
+    if not names:
+        return
 
     def swaps(count):
         for i in range(count):
@@ -183,6 +196,36 @@ def bench_memory(args) -> None:
     report("memory_vs_naive_rss", results["studio"]["rss_mb"] / results["naive"]["rss_mb"])
 
 
+def bench_lowvram(args) -> None:
+    """Peak GPU memory and time of one Text to Image with --lowvram vs without (CUDA only)."""
+    import torch
+
+    from studio.models import free_memory
+    from studio.requests import Txt2ImgRequest
+
+    if not args.device.startswith("cuda"):
+        print("# lowvram figures need a CUDA GPU (--device cuda)", flush=True)
+        return
+    request = Txt2ImgRequest(prompt="a lighthouse", steps=args.steps, width=args.size, height=args.size, seed=1)
+
+    def measure(lowvram: bool) -> tuple[float, float]:
+        studio = make_studio(args, lowvram=lowvram)
+        studio.generate(request)  # loads, and warms up
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        seconds = median_time(lambda: studio.generate(request), args.runs, warmup=0)
+        return torch.cuda.max_memory_allocated() / 2**20, seconds
+
+    peak_mb, seconds = {}, {}
+    for lowvram in (True, False):  # offloaded first: its weights rest in RAM, so nothing is left on the GPU
+        peak_mb[lowvram], seconds[lowvram] = measure(lowvram)
+        free_memory()
+    report("peak_vram_mb", peak_mb[False], " MB")
+    report("lowvram_peak_vram_mb", peak_mb[True], " MB")
+    report("lowvram_vram_ratio", peak_mb[True] / peak_mb[False])
+    report("lowvram_time_ratio", seconds[True] / seconds[False])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
@@ -207,6 +250,7 @@ def main() -> None:
         del studio
         bench_lora_leak(args)
         bench_memory(args)
+        bench_lowvram(args)
 
 
 if __name__ == "__main__":
