@@ -74,6 +74,7 @@ def bench_overhead(studio, args) -> None:
 
         raw()  # warm-up
     studio.generate(request)
+
     def raw_run():
         with manager.pipeline("txt2img", "Euler a"):
             raw_times.append(median_time(raw, 1, warmup=0))

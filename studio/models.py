@@ -267,6 +267,7 @@ class ModelManager:
             out_of_memory = True
         if out_of_memory:  # handled outside the except block, which holds the failed load's tensors
             self._evict_while(lambda: bool(self._components))
+            free_memory()  # the failed load's own tensors too
             try:
                 return load()
             except torch.OutOfMemoryError:
