@@ -68,14 +68,19 @@ def lan_address() -> str:
             return "127.0.0.1"
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k not in ("listen", "auth", "auth_file", "share", "lowvram")}
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Flags over STUDIO_* variables over defaults; a switch left off leaves its variable in charge."""
+    switches = ("listen", "auth", "auth_file", "share", "lowvram")
+    flags = {k: v for k, v in vars(args).items() if k not in switches}
     if args.listen:
         flags["host"] = "0.0.0.0"
-    settings = Settings.from_env(**flags, auth=read_auth(args) or None, share=args.share or None,
-                                 lowvram=args.lowvram or None)
+    return Settings.from_env(**flags, auth=read_auth(args) or None, share=args.share or None,
+                             lowvram=args.lowvram or None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(parse_args(argv))
     # Imported here so `--help` and a bad preset answer without loading torch.
     from studio.core import Studio
     from studio.ui import CSS, THEME, build

@@ -82,3 +82,20 @@ def test_the_ui_layer_imports_neither_torch_nor_diffusers():
     code = "import sys, studio.ui; print('torch' in sys.modules, 'diffusers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_memory_flags_and_their_variables_reach_the_settings(monkeypatch):
+    import app
+
+    for name in ("STUDIO_LOWVRAM", "STUDIO_MODEL_CACHE_MB", "STUDIO_VRAM_RESERVE_MB"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = app.settings_from_args(app.parse_args([]))
+    assert (defaults.lowvram, defaults.model_cache_mb, defaults.vram_reserve_mb) == (False, None, 2048)
+    flagged = app.settings_from_args(app.parse_args(["--lowvram", "--model-cache-mb", "0"]))
+    assert flagged.lowvram and flagged.model_cache_mb == 0  # 0: no limit, not "the preset's"
+    monkeypatch.setenv("STUDIO_LOWVRAM", "1")
+    monkeypatch.setenv("STUDIO_MODEL_CACHE_MB", "1500")
+    monkeypatch.setenv("STUDIO_VRAM_RESERVE_MB", "512")
+    from_env = app.settings_from_args(app.parse_args([]))
+    assert (from_env.lowvram, from_env.model_cache_mb, from_env.vram_reserve_mb) == (True, 1500, 512)
+    assert app.settings_from_args(app.parse_args(["--model-cache-mb", "900"])).model_cache_mb == 900
