@@ -122,7 +122,9 @@ def bench_task_switch(studio, args) -> None:
 
 def bench_lora_swaps(studio, args) -> None:
     """Switching LoRA sets in the manager vs reloading the base pipeline from disk."""
-    from diffusers import StableDiffusionPipeline
+    import diffusers
+
+    from studio.models import TASK_PIPELINES
 
     manager = studio.manager()
     base_folder = manager.resolve("base")
@@ -147,8 +149,10 @@ def bench_lora_swaps(studio, args) -> None:
         activate(set_a if count["swaps"] % 2 else set_b)
 
     cached_s = median_time(swap, args.runs * 4)
-    reload_s = median_time(lambda: StableDiffusionPipeline.from_pretrained(
-        base_folder, dtype=manager.dtype, safety_checker=None, requires_safety_checker=False), args.runs)
+    base_class = getattr(diffusers, TASK_PIPELINES[manager.preset.family]["txt2img"])
+    no_checker = {"safety_checker": None, "requires_safety_checker": False} if manager.preset.family == "sd" else {}
+    reload_s = median_time(lambda: base_class.from_pretrained(base_folder, dtype=manager.dtype, **no_checker),
+                           args.runs)
     report("lora_swap_cold_ms", cold_s * 1000, " ms")
     report("lora_swap_cached_ms", cached_s * 1000, " ms")
     report("base_reload_ms", reload_s * 1000, " ms")

@@ -57,28 +57,27 @@ def studio_side(preset: str, device: str, outputs: str):
 def naive_side(preset: str, device: str):
     import diffusers
 
-    from studio.models import ModelManager, pick_device
+    from studio.models import TASK_PIPELINES, ModelManager, pick_device
     from studio.presets import load_preset
     from studio.settings import Settings
 
     settings = Settings.from_env(preset=preset, device=device)
     manager = ModelManager(load_preset(preset, settings.presets_dir), settings)  # only to resolve folders
     base, (dev, dtype) = manager.resolve("base"), pick_device(device)
-    load = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+    family = manager.preset.family
+    pipeline = {task: getattr(diffusers, name).from_pretrained for task, name in TASK_PIPELINES[family].items()}
+    load = {"dtype": dtype, **({"safety_checker": None, "requires_safety_checker": False} if family == "sd" else {})}
     unet = diffusers.UNet2DConditionModel.from_pretrained
     image, mask = Image.new("RGB", (64, 64), (100, 150, 200)), Image.new("L", (64, 64), 255)
     pipes = [
-        (diffusers.StableDiffusionPipeline.from_pretrained(base, **load), {"width": 64, "height": 64}),
-        (diffusers.StableDiffusionImg2ImgPipeline.from_pretrained(base, **load), {"image": image}),
-        (diffusers.StableDiffusionInpaintPipeline.from_pretrained(
-            base, unet=unet(manager.resolve("inpaint"), subfolder="unet", dtype=dtype), **load),
+        (pipeline["txt2img"](base, **load), {"width": 64, "height": 64}),
+        (pipeline["img2img"](base, **load), {"image": image}),
+        (pipeline["inpaint"](base, unet=unet(manager.resolve("inpaint"), subfolder="unet", dtype=dtype), **load),
          {"image": image, "mask_image": mask}),
-        (diffusers.StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            base, unet=unet(manager.resolve("instruct"), subfolder="unet", dtype=dtype), **load), {"image": image}),
-        (diffusers.StableDiffusionControlNetPipeline.from_pretrained(
-            base, controlnet=diffusers.ControlNetModel.from_pretrained(manager.resolve("control.scribble"),
-                                                                       dtype=dtype), **load),
-         {"image": image, "width": 64, "height": 64}),
+        (pipeline["instruct"](base, unet=unet(manager.resolve("instruct"), subfolder="unet", dtype=dtype), **load),
+         {"image": image}),
+        (pipeline["control"](base, controlnet=diffusers.ControlNetModel.from_pretrained(
+            manager.resolve("control.scribble"), dtype=dtype), **load), {"image": image, "width": 64, "height": 64}),
     ]
     for pipe, inputs in pipes:
         pipe.to(dev).set_progress_bar_config(disable=True)
