@@ -38,6 +38,17 @@ class Result:
     seeds: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # things the user should know (an image was resized)
     stopped: bool = False  # the user pressed Stop; only batches that finished are kept
+    seconds: float = 0.0  # from the request to the last file saved
+    peak_memory_bytes: int | None = None  # the most device memory in use while it ran (CUDA only)
+    device_memory_bytes: int | None = None  # the device's whole memory (CUDA only)
+
+    def summary(self) -> str:
+        """What A1111 prints under its results: time taken, and GPU memory where there is a GPU."""
+        text = f"Time taken: {self.seconds:.1f} s"
+        if self.peak_memory_bytes is not None and self.device_memory_bytes:
+            peak, total = self.peak_memory_bytes / 2**30, self.device_memory_bytes / 2**30
+            text += f" · GPU memory peak: {peak:.2f} of {total:.1f} GB"
+        return text
 
 
 class _Stopped(Exception):
@@ -84,11 +95,13 @@ def _preview(manager: ModelManager, latents) -> Image.Image:
 
 def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seeds: list[list[int]],
              on_step: StepCallback | None, stop: threading.Event | None,
-             on_preview: PreviewCallback | None) -> tuple[list[Image.Image], bool]:
-    """Run every batch; returns the images of the batches that finished and whether Stop cut in."""
+             on_preview: PreviewCallback | None) -> tuple[list[Image.Image], bool, tuple | None]:
+    """Run every batch; returns the images of the batches that finished, whether Stop cut in, and
+    (peak, total) device memory bytes where the device reports them."""
     images: list[Image.Image] = []
     callback = _step_callback(on_step, plan.steps_run * request.batch_count, stop, on_preview, manager)
     with manager.pipeline(plan.task, request.sampler, plan.control_mode, request.loras) as pipe:
+        manager.reset_peak_memory()  # under the lock: no other job's peak counts
         # Decoding a big image at once needs several GB; tiles keep it within reach of small GPUs.
         if plan.size[0] * plan.size[1] > VAE_TILING_PIXELS:
             pipe.vae.enable_tiling()
@@ -108,9 +121,9 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
                     **plan.inputs,
                 )
             except _Stopped:
-                return images, True
+                return images, True, manager.peak_memory()
             images += output.images
-    return images, False
+        return images, False, manager.peak_memory()
 
 
 def run(
@@ -128,12 +141,13 @@ def run(
         [(first_seed + batch * request.batch_size + i) % (MAX_SEED + 1) for i in range(request.batch_size)]
         for batch in range(request.batch_count)
     ]
-    out_of_memory = False
+    started = time.perf_counter()
+    out_of_memory, memory = False, None
     if plan.passthrough is not None:
         images, stopped = [plan.passthrough.copy() for _ in range(request.batch_size * request.batch_count)], False
     else:
         try:
-            images, stopped = _denoise(manager, request, plan, seeds, on_step, stop, on_preview)
+            images, stopped, memory = _denoise(manager, request, plan, seeds, on_step, stop, on_preview)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise
@@ -148,6 +162,8 @@ def run(
             + ("" if manager.lowvram else " Whoever runs the studio can also start it with --lowvram.")
         )
     result = Result(notes=plan.notes, stopped=stopped)
+    if memory is not None:
+        result.peak_memory_bytes, result.device_memory_bytes = memory
     model = manager.model_name(plan.task)
     extra = _lora_hashes(manager, request.loras)
     # Finishing and saving happen after the GPU lock is released, so the next job can start.
@@ -159,6 +175,7 @@ def run(
         result.seeds.append(seed)
         result.infotexts.append(infotext)
         result.paths.append(outputs.save(image, infotext, request.task, seed))
+    result.seconds = time.perf_counter() - started
     return result
 
 

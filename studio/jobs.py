@@ -1,4 +1,4 @@
-"""Stop buttons that stop only their own user's job.
+"""Stop buttons that stop only their own user's job, and each user's own "Time taken" line.
 
 A1111's Interrupt sets one global flag, so anyone's click stops everyone's job. Here each running
 job has its own Event, keyed by the browser session (or API client) that started it.
@@ -15,6 +15,7 @@ class JobBoard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stops: dict[str, threading.Event] = {}
+        self._summaries: dict[str, str] = {}  # owner -> the summary of their last job ("" while one runs)
 
     @contextmanager
     def running(self, owner: str) -> Iterator[threading.Event]:
@@ -22,6 +23,7 @@ class JobBoard:
         stop = threading.Event()
         with self._lock:
             self._stops[owner] = stop
+            self._summaries[owner] = ""
         try:
             yield stop
         finally:
@@ -37,3 +39,12 @@ class JobBoard:
             return False
         stop.set()
         return True
+
+    def finished(self, owner: str, summary: str) -> None:
+        with self._lock:
+            self._summaries[owner] = summary
+
+    def summary(self, owner: str) -> str:
+        """The summary of `owner`'s last finished job; "" while one runs or after one failed."""
+        with self._lock:
+            return self._summaries.get(owner, "")

@@ -404,6 +404,16 @@ class ModelManager:
             pipe.remove_all_hooks()
             pipe.to("cpu")
 
+    def reset_peak_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory(self) -> tuple[int, int] | None:
+        """(peak bytes allocated since reset_peak_memory, the device's total bytes); CUDA only."""
+        if self.device.type != "cuda":
+            return None
+        return torch.cuda.max_memory_allocated(self.device), torch.cuda.get_device_properties(self.device).total_memory
+
     def roles_needed(self, task: str, control_mode: str | None = None) -> list[str]:
         roles = ["base"]
         if task == "instruct":

@@ -1,6 +1,7 @@
 """The page in real Chromium (Debian's, headless), driven by Playwright."""
 
 import json
+import re
 import shutil
 import time
 
@@ -41,6 +42,10 @@ def test_type_a_prompt_generate_and_see_the_image(page):
     )
     assert info.input_value().startswith("a small red boat\nSteps: 3, Sampler: Euler a")
     assert image.evaluate("img => img.naturalWidth") == 128  # the tiny preset's default size
+    stats = page.locator("#txt2img-stats")
+    page.wait_for_function("() => document.querySelector('#txt2img-stats').innerText.includes('Time taken')",
+                           timeout=30_000)
+    assert re.fullmatch(r"Time taken: \d+\.\d s", stats.inner_text().strip())  # no GPU here: no memory part
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "txt2img.png"), full_page=True)
 

@@ -57,6 +57,7 @@ class Results:
     infotexts: gr.State
     selected: gr.State  # index of the image picked in the gallery (0 until one is clicked)
     send: dict[str, gr.Button]
+    stats: gr.Markdown | None = None  # "Time taken: ..." of this user's last job
 
 
 @dataclass
@@ -183,6 +184,7 @@ def results_panel(tab: str, sampling: Sampling | None = None) -> Results:
         send = {target: gr.Button(label, size="sm", elem_id=f"{tab}-send-{target}")
                 for target, label in SEND_TARGETS.items() if target != tab}
     info = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{tab}-info")
+    stats = gr.Markdown("", elem_id=f"{tab}-stats")
     infotexts, selected = gr.State([]), gr.State(0)
 
     def show_selected(texts: list[str], evt: gr.SelectData):
@@ -193,7 +195,7 @@ def results_panel(tab: str, sampling: Sampling | None = None) -> Results:
     if sampling is not None:
         sampling.reuse_seed.click(seed_of, inputs=info, outputs=sampling.seed, api_visibility="private",
                                     queue=False)
-    return Results(gallery, info, infotexts, selected, send)
+    return Results(gallery, info, infotexts, selected, send, stats)
 
 
 def seed_of(text: str) -> int:
@@ -231,7 +233,10 @@ def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: g
     req = run_safely(make_request)
     progress(0, desc="Starting")
     if zerogpu.ENABLED:  # a GPU worker process: see studio/zerogpu.py
-        yield _shown(run_safely(lambda: zerogpu.generate(req, preset, history_owner(request))))
+        jobs.finished(job_owner(request), "")
+        result = run_safely(lambda: zerogpu.generate(req, preset, history_owner(request)))
+        jobs.finished(job_owner(request), result.summary())
+        yield _shown(result)
         return
     updates: queue.Queue = queue.Queue()
     outcome: dict = {}
@@ -257,6 +262,7 @@ def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: g
             worker.join()
     if "error" in outcome:
         run_safely(lambda: _raise(outcome["error"]))
+    jobs.finished(job_owner(request), outcome["result"].summary())
     yield _shown(outcome["result"])
 
 
@@ -280,6 +286,12 @@ def wire_generate(fn, prompt_row_: PromptRow, inputs: list, results: Results, ap
         fn, inputs=inputs, outputs=[results.gallery, results.info, results.infotexts], api_name=api_name,
         **gpu_event_options(),
     )
+    if results.stats is not None:
+        def show_summary(request: gr.Request):
+            return jobs.summary(job_owner(request))
+
+        # After the job, whatever its end: its own time (or nothing, when it failed).
+        event.then(show_summary, outputs=results.stats, api_visibility="private", queue=False)
     generate_id = prompt_row_.generate.elem_id
     prompt_row_.prompt.submit(None, js=f"() => document.querySelector('#{generate_id}').click()",
                               api_visibility="private")
