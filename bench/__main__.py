@@ -206,7 +206,7 @@ def bench_lowvram(args) -> None:
     """Peak GPU memory and time of one Text to Image with --lowvram vs without (CUDA only)."""
     import torch
 
-    from studio.models import free_memory
+    from studio.model_cache import free_memory
     from studio.requests import Txt2ImgRequest
 
     if not args.device.startswith("cuda"):

@@ -16,7 +16,8 @@ from studio.generate import PreviewCallback, Result, StepCallback, run
 from studio.history import History
 from studio.imaging import check_image
 from studio.loras import LoraInfo, LoraLibrary
-from studio.models import ModelManager, free_memory, lora_library
+from studio.model_cache import free_memory
+from studio.models import ModelManager, lora_library
 from studio.outputs import OutputStore
 from studio.presets import Preset, available_presets, load_preset
 from studio.requests import GenerationRequest

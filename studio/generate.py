@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from studio.errors import RequestError
-from studio.models import ModelManager, free_memory
+from studio.model_cache import free_memory
+from studio.models import ModelManager
 from studio.outputs import OutputStore
 from studio.previews import PREVIEW_EVERY, latents_to_preview
 from studio.requests import MAX_SEED, GenerationRequest

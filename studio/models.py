@@ -11,10 +11,8 @@ per-run state) and all GPU work runs under one lock (pipelines are not thread-sa
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 import threading
-from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -23,8 +21,9 @@ import torch
 
 from studio import tiny
 from studio.adapters import AdapterManager
-from studio.errors import ModelUnavailableError, RequestError
+from studio.errors import ModelUnavailableError
 from studio.loras import LoraLibrary
+from studio.model_cache import ModelCache, module_bytes
 from studio.presets import Preset
 from studio.samplers import make_scheduler
 from studio.settings import Settings
@@ -77,18 +76,6 @@ def _pipeline_class(name: str):
     return getattr(diffusers, name)
 
 
-def module_bytes(model) -> int:
-    """Bytes of a model's parameters and buffers (a pipeline counts its modules, an annotator its
-    three networks)."""
-    if hasattr(model, "components"):  # a DiffusionPipeline
-        return sum(module_bytes(m) for m in model.components.values() if isinstance(m, torch.nn.Module))
-    if hasattr(model, "body_estimation"):  # controlnet-aux OpenposeDetector
-        return sum(module_bytes(part.model) for part in
-                   (model.body_estimation, model.hand_estimation, model.face_estimation) if part is not None)
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 def resolve_ref(preset: Preset, ref: str, models_dir: Path) -> str:
     """A preset's model reference as a hub id or a folder; `./x` means `<models_dir>/x`."""
     if ref.startswith("./"):
@@ -102,14 +89,6 @@ def lora_library(preset: Preset, settings: Settings) -> LoraLibrary:
     """The LoRAs a preset can use: the LoRA folder's and the preset's own `[loras]`."""
     extras = {name: resolve_ref(preset, ref, settings.models_dir) for name, ref in preset.loras.items()}
     return LoraLibrary(settings.loras_dir, extras, cache_bytes=settings.lora_cache_mb * 2**20)
-
-
-def free_memory() -> None:
-    """Give memory back after dropping references (call outside any `except` block: a live
-    exception keeps the frames, and so the tensors, alive)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class ModelManager:
@@ -128,8 +107,6 @@ class ModelManager:
         # One lock around all GPU work; shared between managers when the studio holds several.
         self._lock = lock or threading.RLock()
         self._base = None
-        # Specialised models (inpaint/instruct UNets, ControlNets, the annotator), least recently used first.
-        self._components: OrderedDict[str, object] = OrderedDict()
         # Task pipelines derived from the base with from_pipe: made once (that walks every module),
         # then lent one request at a time under the lock, each time with a new scheduler.
         self._task_pipes: dict[tuple[str, str | None], object] = {}
@@ -137,8 +114,10 @@ class ModelManager:
         self._preview = None  # the preview VAE once loaded; False when it could not be, or is too slow
         self._preview_decodes = 0
         budget_mb = preset.model_cache_mb if settings.model_cache_mb is None else settings.model_cache_mb
-        self.cache_budget_bytes = budget_mb * 2**20  # 0: no limit
-        self.vram_reserve_bytes = settings.vram_reserve_mb * 2**20
+        # Specialised models (inpaint/instruct UNets, ControlNets, the annotator); evicting one drops
+        # the task pipelines, which may hold it.
+        self.cache = ModelCache(budget_mb * 2**20, settings.vram_reserve_mb * 2**20,
+                                lambda: self.free_device_bytes(), self._task_pipes.clear)
         self.bytes_loaded = 0  # weights read by from_pretrained so far, for the benchmarks
         library = library or lora_library(preset, settings)
         self.adapters = AdapterManager(library, preset.family, settings.max_loaded_loras, self._lora_modules)
@@ -246,37 +225,8 @@ class ModelManager:
         return self._cached("pose_annotator", self._load_annotator)
 
     def _cached(self, role: str, load):
-        """The LRU cache of specialised models, within `cache_budget_bytes` (0: no limit) and, on
-        CUDA, leaving `vram_reserve_bytes` free for the generation itself."""
         with self._lock:
-            if role in self._components:
-                self._components.move_to_end(role)
-                return self._components[role]
-            model = self._load_making_room(role, load)
-            self._components[role] = model
-            log.info("loaded %s model %s (%.0f MB)", role, self.preset.model(role), module_bytes(model) / 2**20)
-            self._evict_while(self._over_budget, keep=role)
-            return model
-
-    def _load_making_room(self, role: str, load):
-        """`load()`; when the device runs out of memory, evict every cached model and try once more."""
-        out_of_memory = False
-        try:
-            return load()
-        except torch.OutOfMemoryError:
-            out_of_memory = True
-        if out_of_memory:  # handled outside the except block, which holds the failed load's tensors
-            self._evict_while(lambda: bool(self._components))
-            free_memory()  # the failed load's own tensors too
-            try:
-                return load()
-            except torch.OutOfMemoryError:
-                pass
-            free_memory()
-            raise RequestError(
-                f"Not enough GPU memory to load the {role} model next to the base model. Whoever runs the "
-                "studio can start it with --lowvram (models wait in RAM and take turns on the GPU)."
-            )
+            return self.cache.get(role, load)
 
     def free_device_bytes(self) -> int | None:
         """Free memory where the cached models live; None where it cannot be read (CPU, MPS)."""
@@ -285,28 +235,11 @@ class ModelManager:
         free, _total = torch.cuda.mem_get_info(self.home)
         return free
 
-    def _over_budget(self) -> bool:
-        if self.cache_budget_bytes and sum(map(module_bytes, self._components.values())) > self.cache_budget_bytes:
-            return True
-        free = self.free_device_bytes()
-        return free is not None and free < self.vram_reserve_bytes
-
-    def _evict_while(self, condition, keep: str | None = None) -> None:
-        """Evict the least recently used models (never `keep`) while `condition()` holds."""
-        while condition():
-            victim = next((r for r in self._components if r != keep), None)
-            if victim is None:
-                return
-            log.info("evicting %s to make room", victim)
-            del self._components[victim]
-            self._task_pipes.clear()  # they may hold the evicted model
-            free_memory()  # so that the next free_device_bytes() sees the memory back
-
     def cached_roles(self) -> list[str]:
-        return list(self._components)
+        return self.cache.roles()
 
     def cached_models(self) -> list:
-        return list(self._components.values())
+        return [model for _, model in self.cache.items()]
 
     def _lora_modules(self) -> list:
         """Every module that can hold LoRA adapters: the base UNet and text encoders, and the
@@ -315,7 +248,7 @@ class ModelManager:
         if self._base is not None:
             modules += [getattr(self._base, n) for n in self._base._lora_loadable_modules
                         if getattr(self._base, n, None) is not None]
-        modules += [m for r, m in self._components.items() if r in ("inpaint", "instruct")]
+        modules += [m for r, m in self.cache.items() if r in ("inpaint", "instruct")]
         return modules
 
     def detect_poses(self, photo):

@@ -52,7 +52,7 @@ def test_the_presets_model_budget_applies_unless_the_flag_overrides_it(settings,
 def test_on_a_full_gpu_cached_models_make_room_for_the_generation(settings):
     """The eviction policy against a simulated 20 MB GPU: the CUDA free-memory reading is the one
     part replaced, as this machine has no GPU."""
-    from studio.models import module_bytes
+    from studio.model_cache import module_bytes
 
     manager = Studio(dataclasses.replace(settings, model_cache_mb=0, vram_reserve_mb=6)).manager()
     manager.free_device_bytes = lambda: 20 * 2**20 - sum(map(module_bytes, manager.cached_models()))
