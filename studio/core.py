@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from studio.control import poses_from_detection
 from studio.errors import RequestError
-from studio.generate import PreviewCallback, Result, StepCallback, run
+from studio.generate import PreviewCallback, Result, StatusCallback, StepCallback, run
 from studio.history import History
 from studio.imaging import check_image
 from studio.loras import LoraInfo, LoraLibrary
@@ -74,13 +74,14 @@ class Studio:
         stop: threading.Event | None = None,
         owner: str = "local",
         on_preview: PreviewCallback | None = None,
+        on_status: StatusCallback | None = None,
     ) -> Result:
         """Run any task's request with the preset it names (the server's default when None), and
         record its images in `owner`'s history."""
         manager = self.manager(preset)
         request = request.with_prompt_loras()
         request.validate(manager.preset.limits)
-        result = run(manager, request, self.outputs, on_step, stop, on_preview)
+        result = run(manager, request, self.outputs, on_step, stop, on_preview, on_status)
         self.history.add_many(owner, request.task, list(zip(result.paths, result.seeds, result.infotexts)))
         return result
 

@@ -29,6 +29,8 @@ VAE_TILING_PIXELS = 1024 * 1024
 StepCallback = Callable[[int, int], None]
 # on_preview(image): a rough picture of the image being made, every PREVIEW_EVERY steps.
 PreviewCallback = Callable[[Image.Image], None]
+# on_status(text): what the job is doing when it is not stepping (loading a model), for the progress bar.
+StatusCallback = Callable[[str], None]
 
 
 @dataclass
@@ -134,6 +136,7 @@ def run(
     on_step: StepCallback | None = None,
     stop: threading.Event | None = None,
     on_preview: PreviewCallback | None = None,
+    on_status: StatusCallback | None = None,
 ) -> Result:
     plan = PLANNERS[request.task](request, manager.preset.limits)
     first_seed = resolve_seed(request.seed)
@@ -147,6 +150,9 @@ def run(
     if plan.passthrough is not None:
         images, stopped = [plan.passthrough.copy() for _ in range(request.batch_size * request.batch_count)], False
     else:
+        missing = manager.roles_to_load(plan.task, plan.control_mode)
+        if missing and on_status is not None:
+            on_status(f"Loading {' and '.join(map(_model_label, missing))} (the first use downloads it)")
         try:
             images, stopped, memory = _denoise(manager, request, plan, seeds, on_step, stop, on_preview)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
@@ -178,6 +184,12 @@ def run(
         result.paths.append(outputs.save(image, infotext, request.task, seed))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _model_label(role: str) -> str:
+    if role.startswith("control."):
+        return f"the {role.removeprefix('control.')} ControlNet"
+    return f"the {role} model"
 
 
 def _lora_hashes(manager: ModelManager, loras) -> dict:

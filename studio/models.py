@@ -349,11 +349,18 @@ class ModelManager:
 
     def roles_needed(self, task: str, control_mode: str | None = None) -> list[str]:
         roles = ["base"]
-        if task == "instruct":
+        if task == "inpaint" and self.preset.model("inpaint"):
+            roles.append("inpaint")
+        elif task == "instruct":
             roles.append("instruct")
         elif task == "control":
             roles.append(f"control.{control_mode}")
         return roles
+
+    def roles_to_load(self, task: str, control_mode: str | None = None) -> list[str]:
+        """The models `task` needs that are not in memory now (loading them takes a while)."""
+        loaded = (["base"] if self._base is not None else []) + self.cache.roles()
+        return [role for role in self.roles_needed(task, control_mode) if role not in loaded]
 
     def model_name(self, task: str, control_mode: str | None = None) -> str:
         """The model id a task's images are made with, for their infotext."""

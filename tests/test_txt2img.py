@@ -169,3 +169,16 @@ def test_each_result_says_its_time_and_on_a_gpu_its_memory_peak(studio):
     assert result.summary() == f"Time taken: {result.seconds:.1f} s"
     on_a_gpu = Result(seconds=3.24, peak_memory_bytes=3 * 2**30, device_memory_bytes=8 * 2**30)
     assert on_a_gpu.summary() == "Time taken: 3.2 s · GPU memory peak: 3.00 of 8.0 GB"
+
+
+def test_the_progress_bar_says_which_model_is_loading_the_first_time(settings):
+    from studio.core import Studio
+    from studio.requests import InpaintRequest
+
+    fresh, statuses = Studio(settings), []
+    fresh.generate(request(), on_status=statuses.append)
+    fresh.generate(request(), on_status=statuses.append)
+    assert statuses == ["Loading the base model (the first use downloads it)"]  # once, before the first run
+    image, mask = Image.new("RGB", (64, 64)), Image.new("L", (64, 64), 255)
+    fresh.generate(InpaintRequest(prompt="x", steps=2, image=image, mask=mask), on_status=statuses.append)
+    assert statuses[-1] == "Loading the inpaint model (the first use downloads it)"

@@ -246,6 +246,7 @@ def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: g
                 outcome["result"] = studio.generate(
                     req, preset=preset, stop=stop_event, owner=history_owner(request), on_preview=updates.put,
                     on_step=lambda done, total: progress((done, total), desc="Generating", unit="steps"),
+                    on_status=lambda text: progress(0, desc=text),
                 )
             except BaseException as exc:  # handed to the event's thread, which reports it
                 outcome["error"] = exc
