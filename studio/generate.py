@@ -99,29 +99,54 @@ def _preview(manager: ModelManager, latents) -> Image.Image:
 def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seeds: list[list[int]],
              on_step: StepCallback | None, stop: threading.Event | None,
              on_preview: PreviewCallback | None) -> tuple[list[Image.Image], bool, tuple | None]:
-    """Run every batch; returns the images of the batches that finished, whether Stop cut in, and
-    (peak, total) device memory bytes where the device reports them."""
+    """Run every batch, then the Hires. fix pass when the plan has one; returns the images that
+    finished every pass, whether Stop cut in, and (peak, total) device memory bytes where the
+    device reports them."""
+    hires = plan.hires
+    total_steps = (plan.steps_run + (hires.steps_run if hires else 0)) * request.batch_count
+    callback = _step_callback(on_step, total_steps, stop, on_preview, manager)
+    images, stopped, memory = _run_pass(manager, request, plan.task, plan.control_mode, request.steps, seeds,
+                                        callback, lambda batch: plan.inputs, plan.size)
+    if hires is None:
+        return images, stopped, memory
+    if stopped:
+        return [], True, memory  # only images that went through both passes are results
+    upscaled = [image.resize(hires.size, Image.Resampling.LANCZOS) for image in images]
+    if hires.steps_run == 0:
+        return upscaled, False, memory
+    size = request.batch_size
+    inputs = [{"image": upscaled[k * size:(k + 1) * size], "strength": hires.strength} for k in range(len(seeds))]
+    # Image to Image shares the base weights: no model loads, and the request's LoRAs apply again.
+    images, stopped, hires_memory = _run_pass(manager, request, "img2img", None, hires.steps, seeds, callback,
+                                              inputs.__getitem__, hires.size)
+    if memory is not None and hires_memory is not None:
+        memory = (max(memory[0], hires_memory[0]), memory[1])
+    return images, stopped, memory
+
+
+def _run_pass(manager: ModelManager, request: GenerationRequest, task: str, control_mode: str | None, steps: int,
+              seeds: list[list[int]], callback, inputs_of: Callable[[int], dict], size: tuple[int, int]):
+    """One pipeline call per batch, with batch k's own inputs; (images, stopped, memory)."""
     images: list[Image.Image] = []
-    callback = _step_callback(on_step, plan.steps_run * request.batch_count, stop, on_preview, manager)
-    with manager.pipeline(plan.task, request.sampler, plan.control_mode, request.loras) as pipe:
+    with manager.pipeline(task, request.sampler, control_mode, request.loras) as pipe:
         manager.reset_peak_memory()  # under the lock: no other job's peak counts
         # Decoding a big image at once needs several GB; tiles keep it within reach of small GPUs.
-        if plan.size[0] * plan.size[1] > VAE_TILING_PIXELS:
+        if size[0] * size[1] > VAE_TILING_PIXELS:
             pipe.vae.enable_tiling()
         else:
             pipe.vae.disable_tiling()
-        for batch_seeds in seeds:
+        for batch, batch_seeds in enumerate(seeds):
             try:
                 output = pipe(
                     prompt=request.prompt,
                     negative_prompt=request.negative_prompt or None,
-                    num_inference_steps=request.steps,
+                    num_inference_steps=steps,
                     guidance_scale=request.guidance_scale,
                     num_images_per_prompt=request.batch_size,
                     # One generator per image, so each can be made again alone from its own seed.
                     generator=[manager.generator(s) for s in batch_seeds],
                     callback_on_step_end=callback,
-                    **plan.inputs,
+                    **inputs_of(batch),
                 )
             except _Stopped:
                 return images, True, manager.peak_memory()
@@ -177,7 +202,8 @@ def run(
     for image, seed in zip(images, [s for batch in seeds for s in batch]):
         if plan.finish is not None:
             image = plan.finish(image)
-        infotext = request.infotext(seed=seed, model=model, size=image.size, steps_run=plan.steps_run, extra=extra)
+        size = plan.infotext_size or image.size
+        infotext = request.infotext(seed=seed, model=model, size=size, steps_run=plan.steps_run, extra=extra)
         result.images.append(image)
         result.seeds.append(seed)
         result.infotexts.append(infotext)

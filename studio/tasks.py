@@ -38,15 +38,27 @@ from studio.requests import (
 
 
 @dataclass
+class HiresPass:
+    """Hires. fix: each first-pass image is upscaled to `size` and redrawn by Image to Image."""
+
+    size: tuple[int, int]
+    steps: int  # Image to Image's steps, of which it runs
+    steps_run: int  # round(steps x strength); 0: the upscaled image is the result
+    strength: float
+
+
+@dataclass
 class Plan:
     task: str  # the manager's pipeline: txt2img, img2img, inpaint, instruct, control
     inputs: dict  # the task's own keyword arguments for the diffusers call
-    size: tuple[int, int]
+    size: tuple[int, int]  # of the images it makes (after a Hires. fix pass)
     steps_run: int
     control_mode: str | None = None
     finish: Callable[[Image.Image], Image.Image] | None = None
     passthrough: Image.Image | None = None  # nothing to denoise: this image is the result
     notes: list[str] = field(default_factory=list)  # told to the user (e.g. "scaled down to fit")
+    hires: HiresPass | None = None
+    infotext_size: tuple[int, int] | None = None  # "Size:" when it is not the images' (A1111: the first pass)
 
 
 def steps_and_strength(steps: int, strength: float) -> tuple[int, float]:
@@ -64,7 +76,13 @@ def _input_image(image: Image.Image, limits: Limits) -> tuple[Image.Image, list[
 
 def plan_txt2img(request: Txt2ImgRequest, limits: Limits) -> Plan:
     size = (request.width, request.height)
-    return Plan("txt2img", {"width": size[0], "height": size[1]}, size, request.steps)
+    plan = Plan("txt2img", {"width": size[0], "height": size[1]}, size, request.steps)
+    if request.hires_fix:
+        steps = request.hires_steps or request.steps
+        steps_run, strength = steps_and_strength(steps, request.hires_denoising)
+        plan.hires = HiresPass(request.hires_size(), steps, steps_run, strength)
+        plan.size, plan.infotext_size = plan.hires.size, size
+    return plan
 
 
 def plan_img2img(request: Img2ImgRequest, limits: Limits) -> Plan:

@@ -160,11 +160,16 @@ def test_history_shows_a_generation_and_reuses_its_parameters(page):
     for label, value in (("Steps", "4"), ("Width", "64"), ("Height", "64"), ("Batch count", "1")):
         page.get_by_label(label).first.fill(value)
         page.get_by_label(label).first.press("Enter")
+    page.get_by_text("Hires. fix", exact=True).click()  # open the accordion
+    hires = page.locator("#txt2img-hires input")
+    hires.check()
     page.locator("#txt2img-generate").click()
     page.wait_for_function(
         "() => document.querySelector('#txt2img-info textarea').value.startsWith('a lantern for the history')",
         timeout=60_000)
+    assert "Hires upscale: 2" in page.locator("#txt2img-info textarea").input_value()
     page.locator("#txt2img-prompt textarea").fill("something else")
+    hires.uncheck()
     page.get_by_role("tab", name="History").click()
     page.locator("#history-gallery img").first.wait_for(state="visible", timeout=30_000)
     assert page.locator("#history-info textarea").input_value().startswith("a lantern for the history")
@@ -173,3 +178,4 @@ def test_history_shows_a_generation_and_reuses_its_parameters(page):
         "() => document.querySelector('#txt2img-prompt textarea').value === 'a lantern for the history'",
         timeout=30_000)
     expect(page.get_by_role("tab", name="Text to Image")).to_have_attribute("aria-selected", "true")
+    expect(hires).to_be_checked()  # the image was made with Hires. fix: reusing it turns it back on

@@ -20,7 +20,21 @@ def test_round_trip_gives_back_the_settings():
     assert settings == {
         "prompt": "castle, at night,\nwide shot", "negative_prompt": "low quality, text", "steps": 33,
         "guidance_scale": 6.5, "seed": 42, "width": 640, "height": 384, "sampler": "DPM++ 2M Karras",
+        "hires_fix": False,  # made without it, so reusing the text turns it off
     }
+
+
+def test_hires_fix_settings_round_trip_and_are_read_from_a1111_text():
+    request = Txt2ImgRequest(prompt="a fox", width=512, height=512, hires_fix=True, hires_scale=1.75,
+                             hires_steps=12, hires_denoising=0.45)
+    settings = txt2img_settings_from_infotext(request.infotext(seed=3, model="m", size=(512, 512)))
+    assert {key: settings[key] for key in ("width", "hires_fix", "hires_scale", "hires_steps", "hires_denoising")} \
+        == {"width": 512, "hires_fix": True, "hires_scale": 1.75, "hires_steps": 12, "hires_denoising": 0.45}
+    a1111 = ("a fox\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Model: x, "
+             "Denoising strength: 0.5, Hires upscale: 2, Hires upscaler: Latent, Version: v1.10.1")
+    settings = txt2img_settings_from_infotext(a1111)
+    assert (settings["hires_fix"], settings["hires_scale"], settings["hires_steps"], settings["hires_denoising"]) \
+        == (True, 2.0, 0, 0.5)  # no "Hires steps": as many as Steps
 
 
 def test_values_with_commas_are_quoted_and_read_back():

@@ -32,6 +32,15 @@ def test_txt2img_returns_png_files_with_parameters(client):
             assert f"Seed: {seed}," in image.info["parameters"]
 
 
+def test_hires_fix_over_the_api(client):
+    gallery, infotext = call(client, batch_size=1, hires_fix=True, hires_scale=2, hires_denoising=0.4)
+    with Image.open(gallery[0]["image"]) as image:
+        assert image.size == (128, 128)
+    assert "Size: 64x64" in infotext and "Denoising strength: 0.4, Hires upscale: 2" in infotext
+    with pytest.raises(AppError, match="Hires. fix would make 1024x1024"):
+        call(client, batch_size=1, hires_fix=True, hires_scale=4, width=256, height=256)
+
+
 def test_same_seed_over_the_api_gives_the_same_image(client):
     first, _ = call(client, batch_size=1)
     second, _ = call(client, batch_size=1)

@@ -182,3 +182,37 @@ def test_the_progress_bar_says_which_model_is_loading_the_first_time(settings):
     image, mask = Image.new("RGB", (64, 64)), Image.new("L", (64, 64), 255)
     fresh.generate(InpaintRequest(prompt="x", steps=2, image=image, mask=mask), on_status=statuses.append)
     assert statuses[-1] == "Loading the inpaint model (the first use downloads it)"
+
+
+HIRES = {"hires_fix": True, "hires_scale": 1.5, "hires_steps": 4, "hires_denoising": 0.5}
+
+
+def test_hires_fix_redraws_the_image_larger_the_same_way_every_time(studio):
+    first = studio.generate(request(batch_size=2, **HIRES))
+    again = studio.generate(request(batch_size=2, **HIRES))
+    assert [image.size for image in first.images] == [(96, 96), (96, 96)]
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(first.images, again.images))
+    plain = studio.generate(request(batch_size=2))  # the first pass alone, made larger, is not the result
+    upscaled = pixels(plain.images[0].resize((96, 96), Image.Resampling.LANCZOS))
+    assert np.abs(pixels(first.images[0]) - upscaled).mean() > 1
+    # As A1111 writes it: Size is the first pass's, the Hires. fix settings follow.
+    assert "Size: 64x64" in first.infotexts[0]
+    assert "Denoising strength: 0.5, Hires upscale: 1.5, Hires steps: 4, Hires upscaler: Lanczos" in first.infotexts[0]
+
+
+def test_hires_fix_at_denoising_zero_is_exactly_the_upscaled_first_pass(studio):
+    plain = studio.generate(request(seed=11))
+    hires = studio.generate(request(seed=11, **{**HIRES, "hires_denoising": 0.0}))
+    upscaled = plain.images[0].resize((96, 96), Image.Resampling.LANCZOS)
+    assert np.array_equal(pixels(hires.images[0]), pixels(upscaled))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hires_scale": 5}, "'Upscale by' must be between 1 and 4, got 5"),
+    ({"hires_scale": 4, "width": 256, "height": 256}, "would make 1024x1024, above this preset's limit of 512x512"),
+    ({"hires_denoising": 1.5}, "denoising strength must be between 0 and 1"),
+    ({"hires_steps": -1}, "Hires steps must be between 0 and 50"),
+])
+def test_hires_fix_settings_out_of_range_get_a_message(studio, change, message):
+    with pytest.raises(RequestError, match=message):
+        studio.generate(request(**{**HIRES, **change}))

@@ -99,7 +99,8 @@ def _wire_send_to(tabs, handles: dict[str, TabHandles], sources):
 
 def _settings_outputs(tab: TabHandles) -> list:
     s = tab.sampling
-    return [tab.row.prompt, tab.row.negative, s.steps, s.guidance, s.seed, s.sampler, *(tab.size or ())]
+    return [tab.row.prompt, tab.row.negative, s.steps, s.guidance, s.seed, s.sampler, *(tab.size or ()),
+            *(tab.hires or ())]
 
 
 def _settings_values(text: str, tab: TabHandles) -> list:
@@ -110,6 +111,7 @@ def _settings_values(text: str, tab: TabHandles) -> list:
         raise gr.Error(str(exc)) from None
     keys = ["prompt", "negative_prompt", "steps", "guidance_scale", "seed", "sampler"]
     keys += ["width", "height"] if tab.size else []
+    keys += ["hires_fix", "hires_scale", "hires_steps", "hires_denoising"] if tab.hires else []
     return [settings[key] if key in settings else gr.update() for key in keys]
 
 

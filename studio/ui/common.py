@@ -72,6 +72,7 @@ class TabHandles:
     size: tuple | None = None  # (width, height) sliders, where the tab has them
     receiver: object = None  # the image input a send-to button fills
     mode: object = None  # Control: the mode radio, switched to pose when a photo is sent
+    hires: tuple | None = None  # Text to Image: Hires. fix (enabled, scale, steps, denoising)
 
 
 def job_owner(request: gr.Request | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.requests import Txt2ImgRequest
+from studio.requests import HIRES_MAX_SCALE, Txt2ImgRequest
 from studio.ui.common import (
     TabHandles,
     fit_to_preset,
@@ -25,6 +25,19 @@ def size_sliders(defaults, caps):
     return width, height
 
 
+def hires_controls(caps):
+    """A1111's Hires. fix: make the image, upscale it, redraw it at the larger size."""
+    with gr.Accordion("Hires. fix", open=False):
+        enabled = gr.Checkbox(False, label="Hires. fix: upscale each image, then redraw it at the larger size",
+                              elem_id="txt2img-hires")
+        with gr.Row():
+            scale = NamedSlider(1, HIRES_MAX_SCALE, value=2, step=0.05, label="Upscale by")
+            steps = NamedSlider(0, caps.max_steps, value=0, step=1, label="Hires steps", info="0: as many as Steps")
+        denoising = NamedSlider(0, 1, value=0.7, step=0.01, label="Denoising strength",
+                                info="how much of the larger image is redrawn")
+    return enabled, scale, steps, denoising
+
+
 def create_tab(studio, preset_box, jobs, caps):
     d = studio.default_preset.defaults
     with gr.Tab("Text to Image", id="txt2img"):
@@ -33,19 +46,22 @@ def create_tab(studio, preset_box, jobs, caps):
             with gr.Column():
                 sampling = sampling_controls(studio, preset_box, d, caps)
                 width, height = size_sliders(d, caps)
+                hires = hires_controls(caps)
             with gr.Column():
                 results = results_panel("txt2img", sampling)
 
     def txt2img(prompt, negative_prompt, steps, guidance_scale, width, height, seed, sampler,
-                batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None, progress=gr.Progress()):
+                batch_size=1, batch_count=1, loras="", preset=None, hires_fix=False, hires_scale=2.0, hires_steps=0,
+                hires_denoising=0.7, request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Txt2ImgRequest(
-            width=width, height=height,
+            width=width, height=height, hires_fix=bool(hires_fix), hires_scale=hires_scale, hires_steps=hires_steps,
+            hires_denoising=hires_denoising,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
                               batch_count, loras),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(txt2img, row, [row.prompt, row.negative, s.steps, s.guidance, width, height, s.seed, s.sampler,
-                                 s.batch_size, s.batch_count, s.loras, preset_box], results, "txt2img", jobs)
+                                 s.batch_size, s.batch_count, s.loras, preset_box, *hires], results, "txt2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
-    return TabHandles(results, row, sampling, fit, size=(width, height))
+    return TabHandles(results, row, sampling, fit, size=(width, height), hires=hires)
