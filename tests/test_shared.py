@@ -243,3 +243,14 @@ def test_gpu_decorated_generation_runs_locally_without_spaces(studio):
 
     assert pickle.loads(pickle.dumps(request)) == request  # what ZeroGPU sends to its worker
     assert len(pickle.loads(pickle.dumps(result)).images) == 1
+
+
+def test_zerogpu_asks_for_more_time_for_bigger_work():
+    from studio import zerogpu
+    from studio.requests import Txt2ImgRequest
+
+    small = Txt2ImgRequest(steps=20, width=512, height=512)
+    assert zerogpu.estimate_seconds(small) == 22  # 20 s for loading, 0.1 s a 512x512 step
+    assert zerogpu.estimate_seconds(Txt2ImgRequest(steps=20, width=512, height=512, batch_size=4)) == 28
+    hires = Txt2ImgRequest(steps=20, width=512, height=512, hires_fix=True, hires_scale=2, hires_denoising=0.5)
+    assert zerogpu.estimate_seconds(hires) == 22 + 4  # 10 steps more, at four times the pixels
