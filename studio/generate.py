@@ -105,8 +105,9 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
     hires = plan.hires
     total_steps = (plan.steps_run + (hires.steps_run if hires else 0)) * request.batch_count
     callback = _step_callback(on_step, total_steps, stop, on_preview, manager)
+    first_size = (plan.inputs["width"], plan.inputs["height"]) if hires else plan.size
     images, stopped, memory = _run_pass(manager, request, plan.task, plan.control_mode, request.steps, seeds,
-                                        callback, lambda batch: plan.inputs, plan.size)
+                                        callback, lambda batch: plan.inputs, first_size)
     if hires is None:
         return images, stopped, memory
     if stopped:
@@ -118,7 +119,7 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
     inputs = [{"image": upscaled[k * size:(k + 1) * size], "strength": hires.strength} for k in range(len(seeds))]
     # Image to Image shares the base weights: no model loads, and the request's LoRAs apply again.
     images, stopped, hires_memory = _run_pass(manager, request, "img2img", None, hires.steps, seeds, callback,
-                                              inputs.__getitem__, hires.size)
+                                              lambda batch: inputs[batch], hires.size)
     if memory is not None and hires_memory is not None:
         memory = (max(memory[0], hires_memory[0]), memory[1])
     return images, stopped, memory
