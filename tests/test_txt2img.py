@@ -216,3 +216,18 @@ def test_hires_fix_at_denoising_zero_is_exactly_the_upscaled_first_pass(studio):
 def test_hires_fix_settings_out_of_range_get_a_message(studio, change, message):
     with pytest.raises(RequestError, match=message):
         studio.generate(request(**{**HIRES, **change}))
+
+
+def test_progress_counts_both_hires_passes_and_stop_in_the_second_keeps_only_finished_images(studio):
+    seen, stop = [], threading.Event()
+
+    def on_step(done, total):
+        seen.append((done, total))
+        if done == 11:  # the first step of the second batch's hires pass
+            stop.set()
+
+    # Two batches: first passes of 4 steps each (steps 1-8), then hires passes of round(4 x 0.5) = 2
+    # steps each (9-10 for the first batch, 11-12 for the second).
+    result = studio.generate(request(batch_count=2, **HIRES), on_step=on_step, stop=stop)
+    assert seen[0] == (1, 12) and seen[-1][0] == 11
+    assert result.stopped and [image.size for image in result.images] == [(96, 96)]  # no small image
