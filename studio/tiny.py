@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 # Bump when the models change, so old caches are rebuilt instead of silently reused.
-VERSION = 3
+VERSION = 4
 SEED = 20261121
 _MARKER = "tiny-models.json"
 
@@ -198,20 +198,32 @@ def _build_loras(folder: Path, base: Path) -> None:
         weight_name="tiny-style-peft.safetensors",
     )
     unet = UNet2DConditionModel.from_pretrained(base / "unet")
-    save_file(_kohya_state_dict(unet, rank=4), folder / "tiny-kohya.safetensors", metadata=_kohya_metadata())
+    text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder")
+    save_file(_kohya_state_dict(unet, text_encoder, rank=4), folder / "tiny-kohya.safetensors",
+              metadata=_kohya_metadata())
 
 
-def _kohya_state_dict(unet, rank: int) -> dict[str, torch.Tensor]:
-    """A LoRA in the kohya-ss / A1111 key format: `lora_unet_<module path with _>.lora_down.weight`."""
+def _kohya_state_dict(unet, text_encoder, rank: int) -> dict[str, torch.Tensor]:
+    """A LoRA as kohya-ss / A1111 write it, and civitai serves it: `lora_unet_<module path with _>`
+    and `lora_te_text_model_<...>` keys with `.lora_down.weight`, `.lora_up.weight` and `.alpha`,
+    on the UNet's attention, its ResNet convolutions (LoCon) and the text encoder's attention and MLP."""
     state: dict[str, torch.Tensor] = {}
-    for name, module in unet.named_modules():
-        if not name.endswith(("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn2.to_q", "attn2.to_k", "attn2.to_v")):
-            continue
-        base_layer = getattr(module, "base_layer", module)
-        key = "lora_unet_" + name.replace(".", "_")
-        state[f"{key}.lora_down.weight"] = torch.randn(rank, base_layer.in_features) * 0.3
-        state[f"{key}.lora_up.weight"] = torch.randn(base_layer.out_features, rank) * 0.3
+
+    def add(key: str, down: torch.Tensor, up: torch.Tensor) -> None:
+        state[f"{key}.lora_down.weight"], state[f"{key}.lora_up.weight"] = down * 0.3, up * 0.3
         state[f"{key}.alpha"] = torch.tensor(float(rank))
+
+    for name, module in unet.named_modules():
+        key = "lora_unet_" + name.replace(".", "_")
+        if name.endswith(("to_q", "to_k", "to_v", "to_out.0")) and ".attn" in name:
+            add(key, torch.randn(rank, module.in_features), torch.randn(module.out_features, rank))
+        elif name.endswith(("conv1", "conv2")) and ".resnets." in name:
+            add(key, torch.randn(rank, module.in_channels, 3, 3), torch.randn(module.out_channels, rank, 1, 1))
+    for name, module in text_encoder.named_modules():
+        if name.endswith(("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")):
+            path = name if name.startswith("text_model.") else f"text_model.{name}"  # A1111's names have it
+            add("lora_te_" + path.replace(".", "_"), torch.randn(rank, module.in_features),
+                torch.randn(module.out_features, rank))
     return state
 
 

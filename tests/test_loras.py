@@ -37,10 +37,25 @@ def test_both_formats_load_and_change_the_output(studio, fresh_base):
         assert np.abs(pixels(run(studio, [(name, 1.0)])) - fresh_base).mean() > 0.5, name
 
 
-def test_peft_lora_patches_the_text_encoder_too(studio):
-    run(studio, [("tiny-style", 1.0)])
+@pytest.mark.parametrize("name", ["tiny-style", "tiny-kohya"])
+def test_loras_patch_the_text_encoder_too(studio, name):
+    from studio.adapters import adapter_id
+
+    run(studio, [(name, 1.0)])
     parts = studio.manager().base_pipeline().get_list_adapters()
-    assert any(parts.get("text_encoder", [])) and any(parts.get("unet", []))
+    assert adapter_id(name) in parts.get("text_encoder", []) and adapter_id(name) in parts.get("unet", [])
+
+
+def test_a_kohya_lora_reaches_the_resnet_convolutions_as_civitai_locon_files_do(studio):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from studio.adapters import adapter_id
+
+    run(studio, [("tiny-kohya", 1.0)])
+    unet = studio.manager().base_pipeline().unet
+    convs = [name for name, module in unet.named_modules() if isinstance(module, BaseTunerLayer)
+             and name.endswith("conv1") and adapter_id("tiny-kohya") in module.lora_A]
+    assert convs  # lora_unet_..._resnets_0_conv1 keys, with 3x3 down and 1x1 up weights
 
 
 def test_without_lora_after_any_lora_sequence_is_bit_identical_to_a_fresh_base(studio, fresh_base):
