@@ -149,11 +149,18 @@ def bench_lora_swaps(studio, args) -> None:
         count["swaps"] += 1
         activate(set_a if count["swaps"] % 2 else set_b)
 
-    cached_s = median_time(swap, args.runs * 4)
     base_class = getattr(diffusers, TASK_PIPELINES[manager.preset.family]["txt2img"])
     no_checker = {"safety_checker": None, "requires_safety_checker": False} if manager.preset.family == "sd" else {}
-    reload_s = median_time(lambda: base_class.from_pretrained(base_folder, dtype=manager.dtype, **no_checker),
-                           args.runs)
+
+    def reload():
+        base_class.from_pretrained(base_folder, dtype=manager.dtype, **no_checker)
+
+    reload()  # warm-up: imports and the page cache
+    swap_times, reload_times = [], []
+    for _ in range(args.runs):  # interleaved, so the machine's changes of speed hit both alike
+        swap_times += [median_time(swap, 1, warmup=0) for _ in range(4)]
+        reload_times.append(median_time(reload, 1, warmup=0))
+    cached_s, reload_s = statistics.median(swap_times), statistics.median(reload_times)
     report("lora_swap_cold_ms", cold_s * 1000, " ms")
     report("lora_swap_cached_ms", cached_s * 1000, " ms")
     report("base_reload_ms", reload_s * 1000, " ms")
