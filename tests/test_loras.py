@@ -249,3 +249,23 @@ def test_adapters_beyond_the_limit_are_deleted(settings, tmp_path, models_dir):
         run(studio, [(f"l{i}", 1.0)])
     unet = studio.manager().base_pipeline().unet
     assert len(unet.peft_config) == 2
+
+
+def test_the_fast_switch_falls_back_to_peft_where_a_layer_keeps_its_active_list_elsewhere():
+    from studio.adapters import _set_active
+
+    class LayerOfAnotherPeft:  # active_adapters read from another attribute than today's PEFT uses
+        def __init__(self):
+            self._active, self.calls = ["old"], []
+
+        @property
+        def active_adapters(self):
+            return self._active
+
+        def set_adapter(self, names, inference_mode=False):
+            self.calls.append(names)
+            self._active = names
+
+    layer = LayerOfAnotherPeft()
+    _set_active(layer, ["a"])
+    assert layer.active_adapters == ["a"] and layer.calls == [["a"]]
