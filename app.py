@@ -30,6 +30,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--outputs", dest="outputs_dir", help="folder for generated images and history")
     parser.add_argument("--models", dest="models_dir", help="folder for the tiny models and './' preset paths")
     parser.add_argument("--loras", dest="loras_dir", help="folder of .safetensors LoRAs (default ./loras)")
+    parser.add_argument("--checkpoints", dest="checkpoints_dir",
+                        help="folder of single-file .safetensors checkpoints, offered in the model picker "
+                             "(default ./models/checkpoints)")
+    parser.add_argument("--vaes", dest="vaes_dir", help="folder of .safetensors VAEs (default ./models/vae)")
+    parser.add_argument("--embeddings", dest="embeddings_dir",
+                        help="folder of textual-inversion .safetensors embeddings (default ./models/embeddings)")
+    parser.add_argument("--prompt-syntax", dest="prompt_syntax", choices=["a1111", "plain"],
+                        help="a1111 (default): (word:1.3), [word], BREAK, any length, embeddings; "
+                             "plain: diffusers' own encoding, 75 tokens")
     parser.add_argument("--model-cache-mb", dest="model_cache_mb", type=int,
                         help="memory for inpaint/instruct/ControlNet models beside the base, LRU "
                              "(default: the preset's model_cache_mb; 0: no limit)")

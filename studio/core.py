@@ -6,18 +6,21 @@ share one lock, so GPU work is serialised across them.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import replace
+from pathlib import Path
 
+from studio.checkpoints import CheckpointInfo, config_family, strip_a1111_title
 from studio.control import poses_from_detection
-from studio.errors import RequestError
+from studio.errors import PresetError, RequestError
 from studio.generate import PreviewCallback, Result, StatusCallback, StepCallback, run
 from studio.history import History
 from studio.imaging import check_image
 from studio.loras import LoraInfo, LoraLibrary
 from studio.model_cache import free_memory
-from studio.models import ModelManager, lora_library
+from studio.models import ModelManager, UserModels, checkpoint_config, lora_library
 from studio.outputs import OutputStore
 from studio.presets import Preset, available_presets, load_preset
 from studio.requests import GenerationRequest
@@ -27,6 +30,7 @@ from studio.settings import Settings
 class Studio:
     def __init__(self, settings: Settings, max_loaded_presets: int = 1):
         self.settings = settings
+        self.user_models = UserModels.from_settings(settings)
         self.default_preset = self.preset(settings.preset)  # fails fast on a bad name
         self.outputs = OutputStore(settings.outputs_dir)
         self.outputs.remove_partial_files()  # left by a process killed while saving
@@ -40,15 +44,66 @@ class Studio:
         self._max_loaded = max_loaded_presets
 
     def preset_names(self) -> list[str]:
-        return available_presets(self.settings.presets_dir)
+        """What the model picker offers: the presets, then the checkpoints folder's files."""
+        return available_presets(self.settings.presets_dir) + self.user_models.checkpoints.names()
 
     def preset(self, name: str | None = None) -> Preset:
-        """A preset, with the server's caps (STUDIO_CAP_*) applied on top of its own limits."""
-        preset = load_preset(name or self.settings.preset, self.settings.presets_dir)
+        """A preset, or the preset derived from a checkpoint of the checkpoints folder, with the
+        server's caps (STUDIO_CAP_*) applied on top of its own limits."""
+        name = strip_a1111_title(name or self.settings.preset) if isinstance(name, str) or not name else name
+        if isinstance(name, str) and name in self.user_models.checkpoints.names():
+            preset = self.checkpoint_preset(name)
+        else:
+            try:
+                preset = load_preset(name, self.settings.presets_dir)
+            except PresetError as exc:
+                refused = self.user_models.checkpoints.refused()
+                if isinstance(name, str) and Path(name).name in refused:
+                    self.user_models.checkpoints.path(name)  # says why a pickle is refused
+                checkpoints = ", ".join(self.user_models.checkpoints.names())
+                raise PresetError(f"{exc}" + (f" Checkpoints: {checkpoints}." if checkpoints else "")) from None
         caps = {"max_width": self.settings.cap_width, "max_height": self.settings.cap_height,
                 "max_steps": self.settings.cap_steps, "max_batch_size": self.settings.cap_batch_size}
         limits = {key: min(getattr(preset.limits, key), cap) for key, cap in caps.items() if cap > 0}
         return replace(preset, limits=replace(preset.limits, **limits)) if limits else preset
+
+    def checkpoint_preset(self, name: str) -> Preset:
+        """A checkpoint as a preset: the preset of its family (whose configs fit its weights) gives
+        the other tabs' models, limits and defaults; the checkpoint replaces the model of its kind.
+        A plain checkpoint also takes the inpainting / instruct checkpoint named after it
+        (`<name>-inpainting.safetensors`, as civitai names them), when the folder has one."""
+        checkpoints = self.user_models.checkpoints
+        info = checkpoints.info(name)
+        family = self._family_preset(info)
+        models = dict(family.models)
+        models[info.kind] = str(info.path)
+        if info.kind == "base":
+            for other in checkpoints.names():
+                sibling = checkpoints.info(other) if _is_sibling(info.stem, other) else None
+                if sibling and sibling.kind != "base" and (sibling.architecture, sibling.context_dim) == \
+                        (info.architecture, info.context_dim):
+                    models.setdefault(f"{sibling.kind}:checkpoint", str(sibling.path))
+            for kind in ("inpaint", "instruct"):
+                if f"{kind}:checkpoint" in models:
+                    models[kind] = models.pop(f"{kind}:checkpoint")
+        return replace(family, name=name, title=f"{info.stem} ({info.describe()} checkpoint)", models=models,
+                       checkpoint=name, description=f"{info.describe()} checkpoint {name}, with {family.title}")
+
+    def _family_preset(self, info: CheckpointInfo) -> Preset:
+        names = available_presets(self.settings.presets_dir)
+        # The server's preset first, then those with shipped configs, then built ones (tiny).
+        names.sort(key=lambda n: (n != self.settings.preset, (load_preset(n, self.settings.presets_dir)
+                                                               .checkpoint_config or "./").startswith("./")))
+        for candidate in names:
+            preset = load_preset(candidate, self.settings.presets_dir)
+            if preset.checkpoint_config is None:
+                continue
+            if config_family(checkpoint_config(preset, self.settings.models_dir)) == (info.family, info.context_dim):
+                return preset
+        raise RequestError(
+            f"No preset fits the {info.describe()} checkpoint '{info.name}' (text width {info.context_dim}): the "
+            "studio loads SD 1.x and SDXL checkpoints (presets sd15 and sdxl). Pick another model."
+        )
 
     def manager(self, preset_name: str | None = None) -> ModelManager:
         """The manager of a preset, made on first use. Only `max_loaded_presets` stay loaded:
@@ -62,7 +117,8 @@ class Studio:
             while len(self._managers) >= self._max_loaded:
                 self._managers.popitem(last=False)
                 free_memory()
-            manager = ModelManager(preset, self.settings, lock=self._gpu_lock, library=self._lora_library(preset))
+            manager = ModelManager(preset, self.settings, lock=self._gpu_lock, library=self._lora_library(preset),
+                                   user_models=self.user_models)
             self._managers[preset.name] = manager
             return manager
 
@@ -108,3 +164,10 @@ class Studio:
         if not results:
             raise RequestError("No person was found in the photo. Try one where the whole body is visible.")
         return poses_from_detection(results, photo.width, photo.height)
+
+
+def _is_sibling(stem: str, other: str) -> bool:
+    """`other` (a checkpoint name) is `stem`'s inpainting or instruct companion by its name."""
+    other_stem = Path(other).stem.lower()
+    rest = other_stem.removeprefix(stem.lower())
+    return rest != other_stem and re.fullmatch(r"[-_. ]?(inpainting|inpaint|instruct|pix2pix)", rest) is not None

@@ -20,6 +20,7 @@ from studio.model_cache import free_memory
 from studio.models import ModelManager
 from studio.outputs import OutputStore
 from studio.previews import PREVIEW_EVERY, latents_to_preview
+from studio.prompt_encoder import Encoded
 from studio.requests import MAX_SEED, GenerationRequest
 from studio.tasks import PLANNERS, Plan
 
@@ -96,9 +97,21 @@ def _preview(manager: ModelManager, latents) -> Image.Image:
     return image
 
 
+@dataclass
+class _Told:
+    """What the passes learnt on the way: notes for the user, embeddings used (for the infotext)."""
+
+    notes: list[str] = field(default_factory=list)
+    embeddings: dict = field(default_factory=dict)  # name -> Embedding
+
+    def add(self, encoded: Encoded) -> None:
+        self.notes += [note for note in encoded.notes if note not in self.notes]
+        self.embeddings |= {embedding.name: embedding for embedding in encoded.embeddings}
+
+
 def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seeds: list[list[int]],
              on_step: StepCallback | None, stop: threading.Event | None,
-             on_preview: PreviewCallback | None) -> tuple[list[Image.Image], bool, tuple | None]:
+             on_preview: PreviewCallback | None, told: _Told) -> tuple[list[Image.Image], bool, tuple | None]:
     """Run every batch, then the Hires. fix pass when the plan has one; returns the images that
     finished every pass, whether Stop cut in, and (peak, total) device memory bytes where the
     device reports them."""
@@ -107,7 +120,7 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
     callback = _step_callback(on_step, total_steps, stop, on_preview, manager)
     first_size = (plan.inputs["width"], plan.inputs["height"]) if hires else plan.size
     images, stopped, memory = _run_pass(manager, request, plan.task, plan.control_mode, request.steps, seeds,
-                                        callback, lambda batch: plan.inputs, first_size)
+                                        callback, lambda batch: plan.inputs, first_size, told)
     if hires is None:
         return images, stopped, memory
     if stopped:
@@ -119,17 +132,21 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
     inputs = [{"image": upscaled[k * size:(k + 1) * size], "strength": hires.strength} for k in range(len(seeds))]
     # Image to Image shares the base weights: no model loads, and the request's LoRAs apply again.
     images, stopped, hires_memory = _run_pass(manager, request, "img2img", None, hires.steps, seeds, callback,
-                                              lambda batch: inputs[batch], hires.size)
+                                              lambda batch: inputs[batch], hires.size, told)
     if memory is not None and hires_memory is not None:
         memory = (max(memory[0], hires_memory[0]), memory[1])
     return images, stopped, memory
 
 
 def _run_pass(manager: ModelManager, request: GenerationRequest, task: str, control_mode: str | None, steps: int,
-              seeds: list[list[int]], callback, inputs_of: Callable[[int], dict], size: tuple[int, int]):
+              seeds: list[list[int]], callback, inputs_of: Callable[[int], dict], size: tuple[int, int],
+              told: _Told):
     """One pipeline call per batch, with batch k's own inputs; (images, stopped, memory)."""
     images: list[Image.Image] = []
-    with manager.pipeline(task, request.sampler, control_mode, request.loras) as pipe:
+    with manager.pipeline(task, request.sampler, control_mode, request.loras, request.vae) as pipe:
+        # Encoded inside the lend: the request's LoRAs on the text encoder apply.
+        encoded = manager.encode_prompts(pipe, request.prompt, request.negative_prompt, request.clip_skip)
+        told.add(encoded)
         manager.reset_peak_memory()  # under the lock: no other job's peak counts
         # Decoding a big image at once needs several GB; tiles keep it within reach of small GPUs.
         if size[0] * size[1] > VAE_TILING_PIXELS:
@@ -139,8 +156,7 @@ def _run_pass(manager: ModelManager, request: GenerationRequest, task: str, cont
         for batch, batch_seeds in enumerate(seeds):
             try:
                 output = pipe(
-                    prompt=request.prompt,
-                    negative_prompt=request.negative_prompt or None,
+                    **encoded.kwargs,
                     num_inference_steps=steps,
                     guidance_scale=request.guidance_scale,
                     num_images_per_prompt=request.batch_size,
@@ -172,7 +188,7 @@ def run(
         for batch in range(request.batch_count)
     ]
     started = time.perf_counter()
-    out_of_memory, memory = False, None
+    out_of_memory, memory, told = False, None, _Told()
     if plan.passthrough is not None:
         images, stopped = [plan.passthrough.copy() for _ in range(request.batch_size * request.batch_count)], False
     else:
@@ -180,7 +196,7 @@ def run(
         if missing and on_status is not None:
             on_status(f"Loading {' and '.join(map(_model_label, missing))} (the first use downloads it)")
         try:
-            images, stopped, memory = _denoise(manager, request, plan, seeds, on_step, stop, on_preview)
+            images, stopped, memory = _denoise(manager, request, plan, seeds, on_step, stop, on_preview, told)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise
@@ -194,11 +210,13 @@ def run(
             "batch size (batch count costs no extra memory), or close other programs using the GPU."
             + ("" if manager.lowvram else " Whoever runs the studio can also start it with --lowvram.")
         )
-    result = Result(notes=plan.notes, stopped=stopped)
+    result = Result(notes=plan.notes + told.notes, stopped=stopped)
     if memory is not None:
         result.peak_memory_bytes, result.device_memory_bytes = memory
     model = manager.model_name(plan.task)
-    extra = _lora_hashes(manager, request.loras)
+    extra = manager.model_infotext(plan.task, request.vae) | _lora_hashes(manager, request.loras)
+    if told.embeddings:  # A1111's, so civitai links the embeddings
+        extra["TI hashes"] = ", ".join(f"{name}: {e.short_hash}" for name, e in told.embeddings.items())
     # Finishing and saving happen after the GPU lock is released, so the next job can start.
     for image, seed in zip(images, [s for batch in seeds for s in batch]):
         if plan.finish is not None:

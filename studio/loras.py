@@ -1,9 +1,6 @@
 """The LoRA library: which LoRAs exist, what their files say about themselves, and their weights.
 
-- Files are `.safetensors` only. `.ckpt`, `.pt`, `.bin` and `.pth` are pickles, which can run code
-  when loaded: they are refused with a message saying so.
-- A name is looked up among the files the library found; it is never joined to a path, so `../x`,
-  absolute paths and symlinks that lead out of the folder cannot reach a file.
+- Files are `.safetensors` only, looked up by name inside the folder (studio/folders.py).
 - State dicts are read once and kept in RAM (LRU, a byte budget), so switching back to a LoRA
   costs no disk read.
 - `<lora:name:0.8>` in a prompt, A1111's syntax, is taken out of the prompt and added to the set.
@@ -11,7 +8,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -20,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.errors import RequestError
+from studio.folders import ModelFolder, file_sha256
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _PROMPT_LORA = re.compile(r"<lora:([^:>]+)(?::([^>]*))?>")
 MAX_LORAS_PER_REQUEST = 8
 
@@ -116,11 +112,7 @@ def _trigger_words(metadata: dict[str, str], limit: int = 6) -> tuple[str, ...]:
 
 
 def _short_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 class LoraLibrary:
@@ -128,6 +120,7 @@ class LoraLibrary:
 
     def __init__(self, folder: Path, extras: dict[str, str] | None = None, cache_bytes: int = 1 << 30):
         self.folder = Path(folder)
+        self._files = ModelFolder(self.folder, "LoRA")
         self.extras = dict(extras or {})
         self.cache_bytes = cache_bytes
         self._lock = threading.Lock()
@@ -136,42 +129,17 @@ class LoraLibrary:
 
     # --- what exists ---------------------------------------------------------------------------
 
-    def _scan(self, suffixes: tuple[str, ...]) -> dict[str, Path]:
-        """name -> file for the files in the folder (any depth) with these suffixes. Symlinks that
-        lead out of the folder are skipped, so a name can only ever reach a file inside it."""
-        if not self.folder.is_dir():
-            return {}
-        root = self.folder.resolve()
-        found = {}
-        for path in sorted(self.folder.rglob("*")):
-            real = path.resolve()
-            if path.suffix.lower() in suffixes and real.is_file() and real.is_relative_to(root):
-                found[path.relative_to(self.folder).with_suffix("").as_posix()] = real
-        return found
-
     def names(self) -> list[str]:
-        return sorted(set(self._scan((".safetensors",))) | set(self.extras))
+        return sorted(set(self._files.names()) | set(self.extras))
 
     def refused(self) -> list[str]:
         """Pickle files found in the folder, which are never loaded."""
-        return sorted(path.name for path in self._scan(PICKLE_SUFFIXES).values())
+        return self._files.refused()
 
     def _source(self, name: str) -> str:
-        if not isinstance(name, str) or not name.strip():
-            raise RequestError("A LoRA name is empty: pick one from the list.")
-        if name in self.extras:
+        if isinstance(name, str) and name in self.extras:
             return self.extras[name]
-        files = self._scan((".safetensors",))
-        if name in files:
-            return str(files[name])
-        pickles = self._scan(PICKLE_SUFFIXES)
-        if Path(name).suffix.lower() in PICKLE_SUFFIXES or name in pickles:
-            raise RequestError(
-                f"LoRA '{name}' is a pickle file (.ckpt/.pt/.pth/.bin); pickles can run code when loaded, so only "
-                ".safetensors LoRAs are used. Convert it to .safetensors or download that version."
-            )
-        known = ", ".join(self.names()) or f"none yet: put .safetensors files in {self.folder}"
-        raise RequestError(f"Unknown LoRA '{name}'. Available LoRAs: {known}.")
+        return str(self._files.path(name, tuple(self.extras)))
 
     def info(self, name: str) -> LoraInfo:
         from safetensors import SafetensorError

@@ -14,6 +14,7 @@ import copy
 import logging
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -21,10 +22,13 @@ import torch
 
 from studio import tiny
 from studio.adapters import AdapterManager
+from studio.checkpoints import CheckpointFolder, config_folder
+from studio.embeddings import EmbeddingLibrary
 from studio.errors import ModelUnavailableError
 from studio.loras import LoraLibrary
 from studio.model_cache import ModelCache, module_bytes
-from studio.presets import Preset
+from studio.presets import CONFIGS_DIR, Preset
+from studio.prompt_encoder import Encoded, encode_prompts, plain_prompts
 from studio.samplers import make_scheduler
 from studio.settings import Settings
 
@@ -50,6 +54,7 @@ TASK_PIPELINES = {
         "control": "StableDiffusionXLControlNetPipeline",
     },
 }
+UNET_CHANNELS = {"inpaint": 9, "instruct": 8}  # input channels of a specialised checkpoint's UNet
 ANNOTATOR_FILES = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
 PREVIEW_BUDGET_S = 0.25  # the most one live preview through the preview VAE may take
 
@@ -85,6 +90,30 @@ def resolve_ref(preset: Preset, ref: str, models_dir: Path) -> str:
     return ref
 
 
+@dataclass(frozen=True)
+class UserModels:
+    """The user's own files beside the presets: checkpoints, VAEs, embeddings (one set per studio)."""
+
+    checkpoints: CheckpointFolder
+    vaes: CheckpointFolder
+    embeddings: EmbeddingLibrary
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "UserModels":
+        return cls(CheckpointFolder(settings.checkpoints_dir), CheckpointFolder(settings.vaes_dir, "VAE"),
+                   EmbeddingLibrary(settings.embeddings_dir))
+
+
+def checkpoint_config(preset: Preset, models_dir: Path) -> Path:
+    """The assembled diffusers configs that single-file checkpoints of `preset`'s family load with."""
+    name = preset.checkpoint_config
+    if name is None:
+        raise ModelUnavailableError(
+            f"The preset '{preset.name}' names no checkpoint_config, so single files cannot be loaded with it.")
+    source = Path(resolve_ref(preset, name, models_dir)) if name.startswith("./") else CONFIGS_DIR / name
+    return config_folder(source, models_dir / "configs")
+
+
 def lora_library(preset: Preset, settings: Settings) -> LoraLibrary:
     """The LoRAs a preset can use: the LoRA folder's and the preset's own `[loras]`."""
     extras = {name: resolve_ref(preset, ref, settings.models_dir) for name, ref in preset.loras.items()}
@@ -95,9 +124,11 @@ class ModelManager:
     """Owns one preset's weights on one device, and the LoRAs applied to them."""
 
     def __init__(self, preset: Preset, settings: Settings, lock: threading.RLock | None = None,
-                 library: LoraLibrary | None = None):
+                 library: LoraLibrary | None = None, user_models: UserModels | None = None):
         self.preset = preset
         self.models_dir = settings.models_dir
+        self.user_models = user_models or UserModels.from_settings(settings)
+        self.prompt_syntax = settings.prompt_syntax
         self.device, self.dtype = pick_device(settings.device)
         self.lowvram = settings.lowvram
         # Where weights rest between requests: on the device, or in RAM under --lowvram.
@@ -147,9 +178,13 @@ class ModelManager:
     def resolve_ref(self, ref: str) -> str:
         return resolve_ref(self.preset, ref, self.models_dir)
 
-    def _from_pretrained(self, loader, role: str, **kwargs):
+    def _load(self, cls, role: str, **kwargs):
+        """`cls` for `role` from the preset's hub id or folder, or from a single-file checkpoint."""
         ref = self.resolve(role)
+        if ref.endswith(".safetensors"):
+            return self._from_single_file(cls, role, Path(ref), **kwargs)
         variant = self.preset.variant if self.dtype == torch.float16 else None
+        loader = cls.from_pretrained
         try:
             try:
                 model = loader(ref, dtype=self.dtype, variant=variant, **kwargs)
@@ -169,6 +204,34 @@ class ModelManager:
                 "models are), or start with --preset tiny to work offline."
             ) from None
 
+    def _from_single_file(self, cls, role: str, path: Path, **kwargs):
+        """A model from one `.safetensors` file, offline: the configs come from the repo."""
+        from diffusers.loaders.single_file_utils import SingleFileComponentError
+        from safetensors import SafetensorError
+
+        if role in UNET_CHANNELS:  # an inpainting or instruct checkpoint's UNet
+            kwargs["in_channels"] = UNET_CHANNELS[role]
+        try:
+            model = cls.from_single_file(str(path), config=str(checkpoint_config(self.preset, self.models_dir)), local_files_only=True,
+                                         dtype=self.dtype, **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, SingleFileComponentError) as exc:
+            log.warning("loading %s from %s failed: %s", role, path, exc)
+            raise ModelUnavailableError(
+                f"The checkpoint '{path.name}' could not be loaded as the {role} model ({type(exc).__name__}: "
+                f"{str(exc)[:200]}). The file may be damaged or of another family than it looks: download it again "
+                "or pick another model."
+            ) from None
+        self.bytes_loaded += module_bytes(model)
+        return model
+
+    def vae_model(self, name: str):
+        """A VAE from the VAE folder (A1111's sd_vae), in the model cache as `vae:<name>`."""
+        from diffusers import AutoencoderKL
+
+        path = self.user_models.vaes.path(name)  # an unknown or pickle name says so before anything loads
+        return self._cached(f"vae:{name}",
+                            lambda: self._from_single_file(AutoencoderKL, "VAE", path, subfolder="vae").to(self.home))
+
     def base_pipeline(self):
         """The base text-to-image pipeline, loaded on first use."""
         with self._lock:
@@ -176,7 +239,7 @@ class ModelManager:
                 cls = _pipeline_class(TASK_PIPELINES[self.preset.family]["txt2img"])
                 no_checker = {"safety_checker": None, "requires_safety_checker": False}
                 kwargs = no_checker if self.preset.family == "sd" else {}
-                pipe = self._from_pretrained(cls.from_pretrained, "base", **kwargs)
+                pipe = self._load(cls, "base", **kwargs)
                 pipe.to(self.home)
                 pipe.set_progress_bar_config(disable=True)
                 self._base = pipe
@@ -189,9 +252,9 @@ class ModelManager:
 
         def load():
             if role.startswith("control."):
-                return self._from_pretrained(ControlNetModel.from_pretrained, role)
-            # inpaint / instruct: a full pipeline repository, of which only the UNet differs
-            return self._from_pretrained(UNet2DConditionModel.from_pretrained, role, subfolder="unet")
+                return self._load(ControlNetModel, role)
+            # inpaint / instruct: a full pipeline repository (or checkpoint), of which only the UNet differs
+            return self._load(UNet2DConditionModel, role, subfolder="unet")
 
         return self._cached(role, lambda: load().to(self.home))
 
@@ -204,7 +267,7 @@ class ModelManager:
         with self._lock:
             if self._preview is None and self.preset.model("preview_vae"):
                 try:
-                    decoder = self._from_pretrained(AutoencoderTiny.from_pretrained, "preview_vae")
+                    decoder = self._load(AutoencoderTiny, "preview_vae")
                     self._preview = decoder.to(self.device)
                 except ModelUnavailableError as exc:
                     log.warning("live previews use the latent approximation: %s", exc)
@@ -285,7 +348,7 @@ class ModelManager:
 
     @contextmanager
     def pipeline(self, task: str, sampler: str, control_mode: str | None = None,
-                 loras: tuple[tuple[str, float], ...] = ()) -> Iterator:
+                 loras: tuple[tuple[str, float], ...] = (), vae: str = "") -> Iterator:
         """Lend a pipeline for `task` that shares the base weights, has its own scheduler and has
         exactly `loras` active; none stays active after the block.
 
@@ -295,6 +358,8 @@ class ModelManager:
             self.resolve(role)  # a tab whose model the preset lacks says so before anything loads
         for name, _ in loras:
             self.loras.info(name)  # an unknown or refused LoRA says so before anything loads
+        if vae:
+            self.user_models.vaes.path(vae)
         with self._lock:
             base = self.base_pipeline()
             overrides = {}
@@ -317,8 +382,27 @@ class ModelManager:
             if sampler not in self._schedulers:
                 self._schedulers[sampler] = make_scheduler(sampler, base.scheduler.config)
             pipe.scheduler = copy.deepcopy(self._schedulers[sampler])
-            with self.adapters.applied(pipe, loras), self._offloaded(pipe):
+            with self.adapters.applied(pipe, loras), self._vae_swapped(pipe, vae), self._offloaded(pipe):
                 yield pipe
+
+    @contextmanager
+    def _vae_swapped(self, pipe, vae: str) -> Iterator:
+        """The request's VAE in `pipe` for this lend only; the model's own comes back after."""
+        if not vae:
+            yield
+            return
+        own = pipe.vae
+        pipe.vae = self.vae_model(vae)
+        try:
+            yield
+        finally:
+            pipe.vae = own
+
+    def encode_prompts(self, pipe, prompt: str, negative: str, clip_skip: int = 1) -> Encoded:
+        """The prompts as `pipe`'s keyword arguments, with the studio's prompt syntax."""
+        if self.prompt_syntax == "plain":
+            return plain_prompts(pipe, prompt, negative, clip_skip)
+        return encode_prompts(pipe, prompt, negative, clip_skip, self.user_models.embeddings)
 
     @contextmanager
     def _offloaded(self, pipe) -> Iterator:
@@ -362,13 +446,29 @@ class ModelManager:
         loaded = (["base"] if self._base is not None else []) + self.cache.roles()
         return [role for role in self.roles_needed(task, control_mode) if role not in loaded]
 
-    def model_name(self, task: str, control_mode: str | None = None) -> str:
-        """The model id a task's images are made with, for their infotext."""
-        if task == "inpaint" and self.preset.model("inpaint"):
+    def _model_ref(self, task: str) -> str:
+        if task in ("inpaint", "outpaint") and self.preset.model("inpaint"):
             return self.preset.models["inpaint"]
         if task == "instruct":
             return self.preset.models.get("instruct", self.base_id)
         return self.base_id
+
+    def model_name(self, task: str, control_mode: str | None = None) -> str:
+        """The model a task's images are made with, for their infotext: a hub id, or a checkpoint's
+        file stem (as A1111 writes it)."""
+        ref = self._model_ref(task)
+        return Path(ref).stem if ref.endswith(".safetensors") else ref
+
+    def model_infotext(self, task: str, vae: str = "") -> dict:
+        """A1111's "Model hash" of a checkpoint, and "VAE hash" / "VAE" of a chosen VAE."""
+        extra = {}
+        ref = self._model_ref(task)
+        if ref.endswith(".safetensors"):
+            extra["Model hash"] = self.user_models.checkpoints.short_hash(Path(ref))
+        if vae:
+            extra["VAE hash"] = self.user_models.vaes.short_hash(self.user_models.vaes.path(vae))
+            extra["VAE"] = vae
+        return extra
 
     def generator(self, seed: int) -> torch.Generator:
         # Seeds are drawn on the CPU so the same seed gives the same noise on every device.

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from studio.errors import PresetError
 
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"  # diffusers configs for single-file checkpoints
+
 FAMILIES = ("sd", "sdxl")
 
 # Roles a preset can fill; each tab needs one of them. "control.*" are the ControlNets.
@@ -28,6 +30,7 @@ _SCHEMA: dict = {
     "build": str,
     "variant": str,
     "model_cache_mb": int,
+    "checkpoint_config": str,
     "models": {
         "base": str,
         "inpaint": str,
@@ -92,6 +95,11 @@ class Preset:
     # Room for specialised models beside the base (inpaint/instruct UNets, ControlNets, annotator),
     # least recently used evicted; 0 = no limit. --model-cache-mb overrides it.
     model_cache_mb: int = 0
+    # The diffusers configs a single-file checkpoint of this family is loaded with: a folder name in
+    # studio/configs, or "./x" under the models folder. None: checkpoints do not derive from it.
+    checkpoint_config: str | None = None
+    # The checkpoint file this preset was derived from (its base, inpaint or instruct model).
+    checkpoint: str | None = None
 
     def model(self, role: str) -> str | None:
         """The hub id or folder for `role`, or None when this preset has no model for it."""
@@ -178,8 +186,14 @@ def parse_preset(path: Path) -> Preset:
         build=data.get("build"),
         variant=data.get("variant"),
         model_cache_mb=data.get("model_cache_mb", 0),
+        checkpoint_config=data.get("checkpoint_config"),
     )
     _check_defaults_within_limits(preset, path)
+    config = preset.checkpoint_config
+    if config is not None and not config.startswith("./") and not (CONFIGS_DIR / config / "model_index.json").is_file():
+        shipped = ", ".join(sorted(p.name for p in CONFIGS_DIR.iterdir() if p.is_dir()))
+        raise PresetError(f"{path}: 'checkpoint_config' must name a folder of studio/configs ({shipped}) "
+                          f"or a './' path under the models folder, got {config!r}")
     return preset
 
 

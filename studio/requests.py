@@ -14,6 +14,8 @@ from studio.presets import Limits
 from studio.samplers import SAMPLER_NAMES
 
 MAX_SEED = 2**32 - 1
+MAX_CLIP_SKIP = 12
+MAX_PROMPT_CHARS = 10_000
 
 
 def _check_range(label: str, value: float, low: float, high: float, hint: str = "") -> None:
@@ -42,6 +44,8 @@ class GenerationRequest:
     # (name, weight) pairs from the LoRA picker; `<lora:name:w>` tags in the prompt are added by
     # `with_prompt_loras()` before the request runs.
     loras: tuple[tuple[str, float], ...] = ()
+    clip_skip: int = 1  # A1111's: 2 reads the text encoder's next-to-last layer
+    vae: str = ""  # a file of the VAE folder to decode with; "" = the model's own
 
     task = "txt2img"
 
@@ -67,6 +71,12 @@ class GenerationRequest:
             raise RequestError(f"Unknown sampler {self.sampler!r}. Choose one of: {', '.join(SAMPLER_NAMES)}.")
         _check_range("Batch size", _check_int("Batch size", self.batch_size), 1, limits.max_batch_size)
         _check_range("Batch count", _check_int("Batch count", self.batch_count), 1, limits.max_batch_count)
+        _check_range("Clip skip", _check_int("Clip skip", self.clip_skip), 1, MAX_CLIP_SKIP)
+        if not isinstance(self.vae, str):
+            raise RequestError("VAE must be the name of a file in the VAE folder, or empty for the model's own.")
+        for label, text in (("Prompt", self.prompt), ("Negative prompt", self.negative_prompt)):
+            if len(text) > MAX_PROMPT_CHARS:
+                raise RequestError(f"{label} is {len(text)} characters; at most {MAX_PROMPT_CHARS} are read. Shorten it.")
 
     def infotext_extra(self) -> dict:
         """The task's own settings, written after the common ones (A1111 names)."""
@@ -80,9 +90,12 @@ class GenerationRequest:
             "CFG scale": float(self.guidance_scale),
             "Seed": seed,
             "Size": f"{size[0]}x{size[1]}",
+            "Model hash": (extra or {}).get("Model hash"),  # A1111's order: the hash, then the name
             "Model": model,
         }
         params.update(self.infotext_extra())
+        if self.clip_skip != 1:
+            params["Clip skip"] = self.clip_skip
         if steps_run is not None and steps_run != self.steps:
             params["Steps run"] = steps_run  # img2img/inpaint run round(steps x strength) of them
         params.update(extra or {})

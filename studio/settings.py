@@ -9,6 +9,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # A Hugging Face Space's persistent storage, when the Space has it: outputs and history survive restarts.
 PERSISTENT_DIR = Path("/data")
+PROMPT_SYNTAXES = ("a1111", "plain")
 
 
 def _default_models_dir() -> Path:
@@ -33,6 +34,12 @@ class Settings:
     models_dir: Path = field(default_factory=_default_models_dir)
     presets_dir: Path = REPO_ROOT / "presets"
     loras_dir: Path = field(default_factory=lambda: REPO_ROOT / "loras")
+    # Single-file checkpoints (civitai .safetensors), VAEs and textual-inversion embeddings.
+    checkpoints_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "checkpoints")
+    vaes_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "vae")
+    embeddings_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "embeddings")
+    # "a1111": weights, BREAK, any length, embeddings; "plain": diffusers' own encoding (75 tokens).
+    prompt_syntax: str = "a1111"
     device: str = "auto"  # auto | cuda | mps | cpu (or cuda:1, ...)
     # Keep weights in RAM and move each model to the GPU only while it runs (diffusers' model offload).
     lowvram: bool = False
@@ -55,10 +62,13 @@ class Settings:
     cap_batch_size: int = 0
 
     def __post_init__(self):
-        for key in ("outputs_dir", "models_dir", "presets_dir", "loras_dir"):
+        for key in ("outputs_dir", "models_dir", "presets_dir", "loras_dir", "checkpoints_dir", "vaes_dir",
+                    "embeddings_dir"):
             object.__setattr__(self, key, Path(getattr(self, key)).expanduser().resolve())
         if self.history not in ("auto", "shared", "private"):
             raise ValueError(f"history must be auto, shared or private, got {self.history!r}")
+        if self.prompt_syntax not in PROMPT_SYNTAXES:
+            raise ValueError(f"prompt syntax must be one of {', '.join(PROMPT_SYNTAXES)}, got {self.prompt_syntax!r}")
 
     @property
     def shared_history(self) -> bool:
@@ -75,7 +85,8 @@ class Settings:
             raw = os.environ.get(f"STUDIO_{spec.name.upper()}")
             if raw is not None and spec.name != "auth":
                 values[spec.name] = raw
-        for old, new in (("OUTPUTS", "outputs_dir"), ("MODELS", "models_dir"), ("LORAS", "loras_dir")):
+        for old, new in (("OUTPUTS", "outputs_dir"), ("MODELS", "models_dir"), ("LORAS", "loras_dir"),
+                         ("CHECKPOINTS", "checkpoints_dir"), ("VAES", "vaes_dir"), ("EMBEDDINGS", "embeddings_dir")):
             if f"STUDIO_{old}" in os.environ:
                 values[new] = os.environ[f"STUDIO_{old}"]
         if os.environ.get("SPACE_ID") and "host" not in values:

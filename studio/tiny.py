@@ -14,6 +14,7 @@ Layout under `<models_dir>/tiny/`:
     annotators/         body_pose_model.pth, hand_pose_model.pth, facenet.pth (controlnet-aux OpenPose)
     loras/              tiny-style-peft.safetensors (diffusers/PEFT keys), tiny-kohya.safetensors (kohya keys)
     preview-vae/        AutoencoderTiny (TAESD's architecture) for live previews
+    sdxl-base/          StableDiffusionXLPipeline (two CLIP text encoders, the second with projection)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 # Bump when the models change, so old caches are rebuilt instead of silently reused.
-VERSION = 4
+VERSION = 5
 SEED = 20261121
 _MARKER = "tiny-models.json"
 
@@ -99,11 +100,11 @@ def _preview_vae():
                            num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
 
 
-def _text_encoder(tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _text_encoder(tokenizer, with_projection: bool = False, hidden_size: int = CROSS_ATTENTION_DIM):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
-        hidden_size=CROSS_ATTENTION_DIM,
+        hidden_size=hidden_size,
         intermediate_size=37,
         num_attention_heads=4,
         num_hidden_layers=5,
@@ -113,8 +114,15 @@ def _text_encoder(tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         layer_norm_eps=1e-5,
+        projection_dim=hidden_size,
     )
-    return CLIPTextModel(config)
+    model = CLIPTextModelWithProjection(config) if with_projection else CLIPTextModel(config)
+    # A trained CLIP's final layer norm has a bias, so its output's mean is not ~0; A1111's emphasis
+    # divides by that mean. A zero bias (the init) would make the tiny model's weighting degenerate.
+    with torch.no_grad():
+        norm = getattr(model, "text_model", model).final_layer_norm
+        norm.bias.normal_(0, 0.5)
+    return model
 
 
 def _controlnet(unet):
@@ -155,6 +163,30 @@ def _build_base(folder: Path) -> None:
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+
+
+def _build_sdxl_base(folder: Path) -> None:
+    """SDXL's layout in miniature: two text encoders side by side (cross-attention 32 + 48), the
+    second's projection and the size/crop conditioning in the UNet's added embedding. The two
+    widths differ, as in SDXL (768, 1280): single-file loading tells the encoders apart by width."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    tokenizer = build_tokenizer()
+    time_dim, second_width = 8, 48
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=second_width + 6 * time_dim,
+        cross_attention_dim=CROSS_ATTENTION_DIM + second_width, norm_num_groups=32,
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(), text_encoder=_text_encoder(tokenizer), text_encoder_2=_text_encoder(tokenizer, True, second_width),
+        tokenizer=tokenizer, tokenizer_2=build_tokenizer(), unet=unet, scheduler=_scheduler(),
+        force_zeros_for_empty_prompt=True,
     )
     pipe.save_pretrained(folder)
 
@@ -251,6 +283,7 @@ def _build_all(root: Path) -> None:
     _build_annotators(root / "annotators")
     _build_loras(root / "loras", root / "base")
     _preview_vae().save_pretrained(root / "preview-vae")
+    _build_sdxl_base(root / "sdxl-base")
     (root / _MARKER).write_text(json.dumps({"version": VERSION, "seed": SEED}))
 
 

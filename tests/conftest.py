@@ -46,7 +46,9 @@ def settings(models_dir, tmp_path_factory):
     tiny_text = (presets / "tiny.toml").read_text()
     (presets / "tiny-base-inpaint.toml").write_text(tiny_text.replace('inpaint = "./tiny/inpaint"\n', ""))
     return Settings(preset="tiny", models_dir=models_dir, outputs_dir=tmp_path_factory.mktemp("outputs"),
-                    presets_dir=presets, loras_dir=tmp_path_factory.mktemp("loras"), device="cpu")
+                    presets_dir=presets, loras_dir=tmp_path_factory.mktemp("loras"), device="cpu",
+                    checkpoints_dir=tmp_path_factory.mktemp("checkpoints"), vaes_dir=tmp_path_factory.mktemp("vae"),
+                    embeddings_dir=tmp_path_factory.mktemp("embeddings"))
 
 
 @pytest.fixture(scope="session")

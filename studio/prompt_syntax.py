@@ -1,0 +1,90 @@
+"""A1111's prompt syntax, parsed into (text, weight) pieces.
+
+    (word)       x1.1        ((word))  x1.21       [word]  /1.1
+    (word:1.5)   x1.5        \\( \\)     literal brackets
+    BREAK        starts a new 75-token chunk
+
+Brackets left open weigh the rest of the prompt; a closing bracket with no opener is text.
+Written from the description of A1111's behaviour (its code is AGPL).
+"""
+
+from __future__ import annotations
+
+import re
+
+BREAK = None  # the weight of the marker piece ("BREAK", None) that forces a new chunk
+ROUND, SQUARE = 1.1, 1 / 1.1
+
+_TOKENS = re.compile(
+    r"""
+    \\[()\[\]\\]              # an escaped bracket or backslash
+    | \\                      # a lone backslash: text
+    | \(                      # opens x1.1
+    | \[                      # opens /1.1
+    | :\s*([+-]?[.\d]+)\s*\)  # ":1.5)" closes a round bracket with its own weight
+    | \)
+    | \]
+    | [^\\()\[\]:]+           # plain text
+    | :                       # a colon that is not a weight
+    """,
+    re.X,
+)
+_BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*")
+
+
+def parse_weighted(prompt: str) -> list[tuple[str, float | None]]:
+    """The prompt as [(text, weight)], neighbours of equal weight merged; ("BREAK", None) between
+    chunks. An empty prompt is [("", 1.0)]."""
+    pieces: list[list] = []  # [text, weight]
+    round_open: list[int] = []  # index into pieces where each open bracket started
+    square_open: list[int] = []
+
+    def scale(start: int, factor: float) -> None:
+        for piece in pieces[start:]:
+            if piece[1] is not BREAK:
+                piece[1] *= factor
+
+    def add_text(text: str) -> None:
+        parts = _BREAK_WORD.split(text)
+        for i, part in enumerate(parts):
+            if i > 0:
+                pieces.append(["BREAK", BREAK])
+            if part:
+                pieces.append([part, 1.0])
+
+    for match in _TOKENS.finditer(prompt):
+        token, weight = match.group(0), match.group(1)
+        if token.startswith("\\") and len(token) == 2:
+            add_text(token[1])
+        elif token == "(":
+            round_open.append(len(pieces))
+        elif token == "[":
+            square_open.append(len(pieces))
+        elif weight is not None and round_open:
+            try:
+                factor = float(weight)
+            except ValueError:  # "(a:1.2.3)": not a number, so text as A1111 leaves it
+                add_text(token)
+                continue
+            scale(round_open.pop(), factor)
+        elif token == ")" and round_open:
+            scale(round_open.pop(), ROUND)
+        elif token == "]" and square_open:
+            scale(square_open.pop(), SQUARE)
+        else:
+            add_text(token)
+    for start in round_open:
+        scale(start, ROUND)
+    for start in square_open:
+        scale(start, SQUARE)
+    return _merged(pieces)
+
+
+def _merged(pieces: list[list]) -> list[tuple[str, float | None]]:
+    merged: list[list] = []
+    for text, weight in pieces:
+        if merged and weight is not BREAK and merged[-1][1] == weight:
+            merged[-1][0] += text
+        else:
+            merged.append([text, weight])
+    return [(text, weight) for text, weight in merged] or [("", 1.0)]
