@@ -79,7 +79,7 @@ def detect(path: Path, name: str) -> CheckpointInfo:
     elif any(key.startswith("cond_stage_model.transformer.") for key in keys):
         architecture = "sd1"
     else:
-        raise RequestError(f"Checkpoint '{name}' has no text encoder that SD 1.x, 2.x or SDXL use; it cannot be loaded.")
+        raise RequestError(f"Checkpoint '{name}' has no text encoder of SD 1.x, 2.x or SDXL; it cannot be loaded.")
     in_channels = shapes[f"{_UNET}input_blocks.0.0.weight"][1]
     if in_channels not in KINDS:
         raise RequestError(f"Checkpoint '{name}' has a UNet with {in_channels} input channels; the studio runs "

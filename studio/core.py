@@ -44,8 +44,11 @@ class Studio:
         self._max_loaded = max_loaded_presets
 
     def preset_names(self) -> list[str]:
+        return available_presets(self.settings.presets_dir)
+
+    def model_names(self) -> list[str]:
         """What the model picker offers: the presets, then the checkpoints folder's files."""
-        return available_presets(self.settings.presets_dir) + self.user_models.checkpoints.names()
+        return self.preset_names() + self.user_models.checkpoints.names()
 
     def preset(self, name: str | None = None) -> Preset:
         """A preset, or the preset derived from a checkpoint of the checkpoints folder, with the
@@ -66,6 +69,23 @@ class Studio:
                 "max_steps": self.settings.cap_steps, "max_batch_size": self.settings.cap_batch_size}
         limits = {key: min(getattr(preset.limits, key), cap) for key, cap in caps.items() if cap > 0}
         return replace(preset, limits=replace(preset.limits, **limits)) if limits else preset
+
+    def model_of_infotext(self, params: dict[str, str]) -> tuple[str | None, str | None]:
+        """(the model picker's value for an image's "Model:", or None, and a message when the model
+        is not here). A checkpoint is found by its file stem, as A1111 writes it; a hub id by the
+        preset whose base it is."""
+        model = params.get("Model")
+        if not model:
+            return None, None
+        for name in self.user_models.checkpoints.names():
+            if Path(name).stem == model:
+                return name, None
+        for name in self.preset_names():
+            if model in (name, self.preset(name).base_id):
+                return name, None
+        hash_note = f" (hash {params['Model hash']})" if params.get("Model hash") else ""
+        return None, (f"This image was made with the model '{model}'{hash_note}, which is not in your checkpoints "
+                      f"folder ({self.user_models.checkpoints.files.folder}) nor a preset: the current model is kept.")
 
     def checkpoint_preset(self, name: str) -> Preset:
         """A checkpoint as a preset: the preset of its family (whose configs fit its weights) gives

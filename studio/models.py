@@ -212,8 +212,11 @@ class ModelManager:
         if role in UNET_CHANNELS:  # an inpainting or instruct checkpoint's UNet
             kwargs["in_channels"] = UNET_CHANNELS[role]
         try:
-            model = cls.from_single_file(str(path), config=str(checkpoint_config(self.preset, self.models_dir)), local_files_only=True,
-                                         dtype=self.dtype, **kwargs)
+            config = checkpoint_config(self.preset, self.models_dir)
+            model = cls.from_single_file(str(path), config=str(config), local_files_only=True, dtype=self.dtype,
+                                         **kwargs)
+        except torch.OutOfMemoryError:
+            raise  # the model cache frees memory and retries
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, SingleFileComponentError) as exc:
             log.warning("loading %s from %s failed: %s", role, path, exc)
             raise ModelUnavailableError(

@@ -101,6 +101,10 @@ class Preset:
     # The checkpoint file this preset was derived from (its base, inpaint or instruct model).
     checkpoint: str | None = None
 
+    @property
+    def base_id(self) -> str:
+        return self.models["base"]
+
     def model(self, role: str) -> str | None:
         """The hub id or folder for `role`, or None when this preset has no model for it."""
         return self.models.get(role)

@@ -76,7 +76,8 @@ class GenerationRequest:
             raise RequestError("VAE must be the name of a file in the VAE folder, or empty for the model's own.")
         for label, text in (("Prompt", self.prompt), ("Negative prompt", self.negative_prompt)):
             if len(text) > MAX_PROMPT_CHARS:
-                raise RequestError(f"{label} is {len(text)} characters; at most {MAX_PROMPT_CHARS} are read. Shorten it.")
+                raise RequestError(f"{label} is {len(text)} characters; at most {MAX_PROMPT_CHARS} are read. "
+                                   "Shorten it.")
 
     def infotext_extra(self) -> dict:
         """The task's own settings, written after the common ones (A1111 names)."""

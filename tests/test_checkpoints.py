@@ -49,7 +49,7 @@ def checkpoints(settings, models_dir):
 
 
 def test_the_picker_offers_checkpoints_next_to_presets_and_never_a_pickle(studio, checkpoints):
-    names = studio.preset_names()
+    names = studio.model_names()
     assert {"tiny", "sd15", "tiny-sd1.safetensors", "sub/other.safetensors", "tiny-sdxl.safetensors"} <= set(names)
     assert not any(name.endswith(".ckpt") for name in names)
     assert studio.user_models.checkpoints.refused() == ["evil.ckpt"]
@@ -138,3 +138,33 @@ def test_a_vae_decodes_that_request_only_and_is_written_in_the_infotext(studio, 
     assert np.array_equal(before, pixels(run(studio, "tiny")))
     with pytest.raises(RequestError, match="Unknown VAE 'nope.safetensors'. Available VAEs: bright-vae.safetensors"):
         run(studio, "tiny", vae="nope.safetensors")
+
+
+def test_over_the_api_each_client_picks_its_own_checkpoint_vae_and_clip_skip(server, checkpoints, vae_file):
+    from gradio_client import Client
+
+    fast = {"prompt": "a red fox", "steps": 2, "seed": 4, "width": 64, "height": 64}
+    ann, bob = Client(server, verbose=False), Client(server, verbose=False)
+    _, ann_info = ann.predict(**fast, preset="tiny-sd1.safetensors", vae="bright-vae.safetensors", clip_skip=2,
+                              api_name="/txt2img")
+    _, bob_info = bob.predict(**fast, preset="tiny", api_name="/txt2img")
+    assert "Model: tiny-sd1" in ann_info and "VAE: bright-vae.safetensors" in ann_info and "Clip skip: 2" in ann_info
+    assert "tiny/base" in bob_info and "VAE" not in bob_info and "Clip skip" not in bob_info
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Clip skip must be between 1 and 12"):
+        ann.predict(**fast, preset="tiny", clip_skip=0, api_name="/txt2img")
+    with pytest.raises(AppError, match="'evil.ckpt' is a pickle file"):
+        ann.predict(**fast, preset="evil.ckpt", api_name="/txt2img")
+
+
+def test_reuse_finds_the_model_an_image_names_or_says_it_is_not_here(studio, checkpoints):
+    from studio.metadata import parse_infotext
+
+    made = run(studio, "sub/other.safetensors").infotexts[0]
+    assert studio.model_of_infotext(parse_infotext(made)[2]) == ("sub/other.safetensors", None)
+    assert studio.model_of_infotext(parse_infotext(run(studio, "tiny").infotexts[0])[2]) == ("tiny", None)
+    a1111 = "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Model hash: 6ce0161689, Model: v1-5-pruned"
+    model, message = studio.model_of_infotext(parse_infotext(a1111)[2])
+    assert model is None and message.startswith("This image was made with the model 'v1-5-pruned' (hash 6ce0161689), "
+                                                "which is not in your checkpoints folder")

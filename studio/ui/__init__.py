@@ -11,10 +11,12 @@ import gradio as gr
 from studio import zerogpu
 from studio.errors import StudioError
 from studio.jobs import JobBoard
+from studio.metadata import parse_infotext
 from studio.presets import Limits
-from studio.requests import txt2img_settings_from_infotext
+from studio.requests import MAX_CLIP_SKIP, txt2img_settings_from_infotext
 from studio.ui import control, history, img2img, inpaint, instruct, pnginfo, txt2img
-from studio.ui.common import TabHandles
+from studio.ui.common import NO_VAE, Header, TabHandles
+from studio.ui.header import header_row
 
 CSS = """
 .generate-button { min-height: 5em; font-size: 1.2em; }
@@ -34,24 +36,16 @@ def build(studio) -> gr.Blocks:
     jobs = JobBoard()
     caps = widest_limits(studio)
     with gr.Blocks(title="SD Studio", analytics_enabled=False) as demo:
-        with gr.Row(equal_height=True):
-            gr.Markdown("## SD Studio", elem_id="studio-title")
-            preset_box = gr.Dropdown(
-                studio.preset_names(),
-                value=studio.default_preset.name,
-                label="Model preset",
-                info="Your choice applies to your own generations only.",
-                allow_custom_value=True,  # an unknown name reaches the server's clear message
-                scale=2,
-            )
+        header = header_row(studio)
+        preset_box = header.preset
         with gr.Tabs() as tabs:
             handles = {
-                "txt2img": txt2img.create_tab(studio, preset_box, jobs, caps),
-                "img2img": img2img.create_tab(studio, preset_box, jobs, caps),
-                "inpaint": inpaint.create_inpaint_tab(studio, preset_box, jobs, caps),
-                "outpaint": inpaint.create_outpaint_tab(studio, preset_box, jobs, caps),
-                "instruct": instruct.create_tab(studio, preset_box, jobs, caps),
-                "control": control.create_tab(studio, preset_box, jobs, caps),
+                "txt2img": txt2img.create_tab(studio, header, jobs, caps),
+                "img2img": img2img.create_tab(studio, header, jobs, caps),
+                "inpaint": inpaint.create_inpaint_tab(studio, header, jobs, caps),
+                "outpaint": inpaint.create_outpaint_tab(studio, header, jobs, caps),
+                "instruct": instruct.create_tab(studio, header, jobs, caps),
+                "control": control.create_tab(studio, header, jobs, caps),
             }
             history_results, history_tabs, reuse = history.create_tab(studio)
             png_text, png_send = pnginfo.create_tab()
@@ -66,8 +60,8 @@ def build(studio) -> gr.Blocks:
         history_results.info.change(lambda text: txt2img_settings_from_infotext(text or "")["prompt"],
                                     inputs=history_results.info, outputs=history_prompt, api_visibility="private")
         _wire_send_to(tabs, handles, sources + [(history_results, history_prompt)])
-        _wire_reuse(tabs, handles, reuse, history_results, history_tabs)
-        _wire_fill(tabs, handles["txt2img"], png_send, png_text, "txt2img")
+        _wire_reuse(studio, tabs, handles, header, reuse, history_results, history_tabs)
+        _wire_fill(studio, tabs, handles["txt2img"], header, png_send, png_text, "txt2img")
     return demo
 
 
@@ -115,13 +109,39 @@ def _settings_values(text: str, tab: TabHandles) -> list:
     return [settings[key] if key in settings else gr.update() for key in keys]
 
 
-def _wire_fill(tabs, tab: TabHandles, button, text_box, target: str):
+def _wire_fill(studio, tabs, tab: TabHandles, header: Header, button, text_box, target: str):
     """PNG Info -> Text to Image: every setting the text names, then switch there."""
-    button.click(lambda text: (*_settings_values(text, tab), gr.Tabs(selected=target)), inputs=text_box,
-                 outputs=[*_settings_outputs(tab), tabs], api_visibility="private", queue=False)
+    button.click(lambda text: (*_settings_values(text, tab), *_header_values(studio, text), gr.Tabs(selected=target)),
+                 inputs=text_box, outputs=[*_settings_outputs(tab), *_header_outputs(header), tabs],
+                 api_visibility="private", queue=False)
 
 
-def _wire_reuse(tabs, handles: dict[str, TabHandles], reuse, results, tabs_of):
+def _header_outputs(header: Header) -> list:
+    return [header.preset, header.vae, header.clip_skip]
+
+
+def _header_values(studio, text: str) -> list:
+    """The model, VAE and Clip skip an infotext names, for the header; a model that is not here
+    keeps the current one, with a message saying so."""
+    params = parse_infotext(text or "")[2]
+    model, missing = studio.model_of_infotext(params)
+    if missing:
+        gr.Warning(missing)
+    vae = params.get("VAE")
+    if vae is None:
+        vae_value = NO_VAE
+    elif vae in studio.user_models.vaes.names():
+        vae_value = vae
+    else:
+        vae_value = gr.update()
+        gr.Warning(f"This image was decoded with the VAE '{vae}', which is not in your VAE folder: the current "
+                   "VAE is kept.")
+    clip_skip = params.get("Clip skip", "1")
+    clip_skip_value = int(clip_skip) if clip_skip.isdigit() and 1 <= int(clip_skip) <= MAX_CLIP_SKIP else gr.update()
+    return [model or gr.update(), vae_value, clip_skip_value]
+
+
+def _wire_reuse(studio, tabs, handles: dict[str, TabHandles], header: Header, reuse, results, tabs_of):
     """History's "reuse parameters": fill the tab the image came from (outpaint's own settings
     live in its tab; its prompt and sampling settings are filled like the others)."""
     order = list(handles)
@@ -136,7 +156,7 @@ def _wire_reuse(tabs, handles: dict[str, TabHandles], reuse, results, tabs_of):
         for name in order:
             tab = handles[name]
             updates += _settings_values(text, tab) if name == source else [gr.update()] * len(_settings_outputs(tab))
-        return (*updates, gr.Tabs(selected=source))
+        return (*updates, *_header_values(studio, text), gr.Tabs(selected=source))
 
-    reuse.click(fill, inputs=[results.info, tabs_of, results.selected], outputs=[*outputs, tabs],
-                api_visibility="private", queue=False)
+    reuse.click(fill, inputs=[results.info, tabs_of, results.selected],
+                outputs=[*outputs, *_header_outputs(header), tabs], api_visibility="private", queue=False)

@@ -30,6 +30,24 @@ SEND_TARGETS = {  # target tab id -> button label
 }
 
 
+NO_VAE = "Automatic"  # A1111's name for "the model's own VAE"
+
+
+@dataclass
+class Header:
+    """The settings above the tabs that every generation takes: the model (a preset or a
+    checkpoint), the VAE and Clip skip, as A1111's quick settings. Each user's own."""
+
+    preset: gr.Dropdown
+    vae: gr.Dropdown
+    clip_skip: gr.Slider
+
+    @property
+    def extras(self) -> tuple:
+        """The inputs every generate event ends with (after the tab's own): the API's `vae`, `clip_skip`."""
+        return self.vae, self.clip_skip
+
+
 @dataclass
 class PromptRow:
     prompt: gr.Textbox
@@ -219,11 +237,12 @@ def run_safely(work):
 
 
 def shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size, batch_count,
-                    loras) -> dict:
+                    loras, vae="", clip_skip=1) -> dict:
     """The request fields every tab shares, from the values the page or an API call sends."""
     return dict(prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps,
                 guidance_scale=guidance_scale, seed=-1 if seed is None else seed, sampler=sampler,
-                batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)))
+                batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
+                vae="" if vae in (None, NO_VAE) else vae, clip_skip=1 if clip_skip is None else clip_skip)
 
 
 def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: gr.Request | None,

@@ -28,7 +28,8 @@ MODE_LABELS = [("Sketch (scribble)", "scribble"), ("Pose (openpose)", "openpose"
 assert [value for _, value in MODE_LABELS] == list(CONTROL_MODES)
 
 
-def create_tab(studio, preset_box, jobs, caps):
+def create_tab(studio, header, jobs, caps):
+    preset_box = header.preset
     d = studio.default_preset.defaults
     poses = ready_poses()
     first_pose = next(iter(poses.values()), None)
@@ -108,19 +109,21 @@ def create_tab(studio, preset_box, jobs, caps):
 
     def control(control_image, prompt, negative_prompt="", control_mode="scribble", conditioning_scale=1.0,
                 guidance_start=0.0, guidance_end=1.0, steps=20, guidance_scale=7.0, width=512, height=512, seed=-1,
-                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None,
+                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
+                request: gr.Request = None,
                 progress=gr.Progress()):
         """`control_image`: the map itself (white scribble on black, or an OpenPose skeleton)."""
         yield from run_job(studio, jobs, lambda: ControlRequest(
             control_image=control_image, control_mode=control_mode, conditioning_scale=conditioning_scale,
             guidance_start=guidance_start, guidance_end=guidance_end, width=width, height=height,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras),
+                              batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(control, row, [control_map, row.prompt, row.negative, mode, weight, start, end, s.steps, s.guidance,
-                                 width, height, s.seed, s.sampler, s.batch_size, s.batch_count, s.loras, preset_box],
+                                 width, height, s.seed, s.sampler, s.batch_size, s.batch_count, s.loras, preset_box,
+                                 *header.extras],
                   results, "control", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return TabHandles(results, row, sampling, fit, size=(width, height), receiver=photo, mode=mode)

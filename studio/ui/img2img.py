@@ -21,7 +21,8 @@ from studio.ui.txt2img import size_sliders
 from studio.ui.widgets import NamedSlider
 
 
-def create_tab(studio, preset_box, jobs, caps):
+def create_tab(studio, header, jobs, caps):
+    preset_box = header.preset
     d = studio.default_preset.defaults
     with gr.Tab("Image to Image", id="img2img"):
         row = prompt_row("img2img", d, "the same scene in autumn, oil painting")
@@ -38,16 +39,17 @@ def create_tab(studio, preset_box, jobs, caps):
 
     def img2img(image, prompt, negative_prompt, strength, steps, guidance_scale, seed, sampler, batch_size=1,
                 batch_count=1, resize_mode="Keep size", width=512, height=512, loras="", preset=None,
-                request: gr.Request = None, progress=gr.Progress()):
+                vae="", clip_skip=1, request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Img2ImgRequest(
             image=image, strength=strength, resize_mode=resize_mode, width=width, height=height,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras),
+                              batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(img2img, row, [image, row.prompt, row.negative, strength, s.steps, s.guidance, s.seed, s.sampler,
-                                 s.batch_size, s.batch_count, resize_mode, width, height, s.loras, preset_box],
+                                 s.batch_size, s.batch_count, resize_mode, width, height, s.loras, preset_box,
+                                 *header.extras],
                   results, "img2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return TabHandles(results, row, sampling, fit, receiver=image)

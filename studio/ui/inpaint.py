@@ -20,7 +20,8 @@ from studio.ui.common import (
 from studio.ui.widgets import ImageInput, MaskEditor, NamedSlider
 
 
-def create_inpaint_tab(studio, preset_box, jobs, caps):
+def create_inpaint_tab(studio, header, jobs, caps):
+    preset_box = header.preset
     d = studio.default_preset.defaults
     with gr.Tab("Inpaint", id="inpaint"):
         row = prompt_row("inpaint", d, "a red door")
@@ -53,7 +54,8 @@ def create_inpaint_tab(studio, preset_box, jobs, caps):
 
     def inpaint(image, prompt, negative_prompt, mask=None, invert_mask=False, mask_blur=4,
                 inpaint_area="Whole picture", padding=32, strength=1.0, steps=20, guidance_scale=7.0, seed=-1,
-                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None,
+                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
+                request: gr.Request = None,
                 progress=gr.Progress()):
         """`image`: the editor value (background + painted layers) or a plain image with `mask`."""
         background = image.get("background") if isinstance(image, dict) else image
@@ -63,17 +65,18 @@ def create_inpaint_tab(studio, preset_box, jobs, caps):
             mask=mask if mask is not None else painted, invert_mask=invert_mask, mask_blur=mask_blur,
             inpaint_area=inpaint_area, padding=padding, strength=strength,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras),
+                              batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(inpaint, row, [editor, row.prompt, row.negative, mask_upload, invert, mask_blur, area, padding,
                                  strength, s.steps, s.guidance, s.seed, s.sampler, s.batch_size, s.batch_count,
-                                 s.loras, preset_box], results, "inpaint", jobs)
+                                 s.loras, preset_box, *header.extras], results, "inpaint", jobs)
     return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling), receiver=editor)
 
 
-def create_outpaint_tab(studio, preset_box, jobs, caps):
+def create_outpaint_tab(studio, header, jobs, caps):
+    preset_box = header.preset
     d = studio.default_preset.defaults
     with gr.Tab("Outpaint", id="outpaint"):
         row = prompt_row("outpaint", d, "a wide mountain landscape")
@@ -93,15 +96,16 @@ def create_outpaint_tab(studio, preset_box, jobs, caps):
 
     def outpaint(image, prompt, negative_prompt, left=0, right=128, up=0, down=0, fill="Edge colours", mask_blur=8,
                  steps=20, guidance_scale=7.0, seed=-1, sampler="Euler a", batch_size=1, batch_count=1, loras="",
-                 preset=None, request: gr.Request = None, progress=gr.Progress()):
+                 preset=None, vae="", clip_skip=1,
+                request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: OutpaintRequest(
             image=image, left=left, right=right, up=up, down=down, fill=fill, mask_blur=mask_blur,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras),
+                              batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(outpaint, row, [image, row.prompt, row.negative, *margins, fill, mask_blur, s.steps, s.guidance,
-                                  s.seed, s.sampler, s.batch_size, s.batch_count, s.loras, preset_box],
+                                  s.seed, s.sampler, s.batch_size, s.batch_count, s.loras, preset_box, *header.extras],
                   results, "outpaint", jobs)
     return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling))

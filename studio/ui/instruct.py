@@ -19,7 +19,8 @@ from studio.ui.common import (
 from studio.ui.widgets import NamedSlider
 
 
-def create_tab(studio, preset_box, jobs, caps):
+def create_tab(studio, header, jobs, caps):
+    preset_box = header.preset
     d = studio.default_preset.defaults
     with gr.Tab("Instruct", id="instruct"):
         row = prompt_row("instruct", d, "make it winter")
@@ -33,16 +34,17 @@ def create_tab(studio, preset_box, jobs, caps):
                 results = results_panel("instruct", sampling)
 
     def instruct(image, prompt, negative_prompt="", image_guidance_scale=1.5, steps=20, guidance_scale=7.0, seed=-1,
-                 sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, request: gr.Request = None,
+                 sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
+                request: gr.Request = None,
                  progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: InstructRequest(
             image=image, image_guidance_scale=image_guidance_scale,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras),
+                              batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(instruct, row, [image, row.prompt, row.negative, image_guidance, s.steps, s.guidance, s.seed,
-                                  s.sampler, s.batch_size, s.batch_count, s.loras, preset_box],
+                                  s.sampler, s.batch_size, s.batch_count, s.loras, preset_box, *header.extras],
                   results, "instruct", jobs)
     return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling), receiver=image)

@@ -38,7 +38,8 @@ def hires_controls(caps):
     return enabled, scale, steps, denoising
 
 
-def create_tab(studio, preset_box, jobs, caps):
+def create_tab(studio, header, jobs, caps):
+    preset_box = header.preset
     d = studio.default_preset.defaults
     with gr.Tab("Text to Image", id="txt2img"):
         row = prompt_row("txt2img", d, "a watercolor lighthouse at dawn")
@@ -52,16 +53,17 @@ def create_tab(studio, preset_box, jobs, caps):
 
     def txt2img(prompt, negative_prompt, steps, guidance_scale, width, height, seed, sampler,
                 batch_size=1, batch_count=1, loras="", preset=None, hires_fix=False, hires_scale=2.0, hires_steps=0,
-                hires_denoising=0.7, request: gr.Request = None, progress=gr.Progress()):
+                hires_denoising=0.7, vae="", clip_skip=1, request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Txt2ImgRequest(
             width=width, height=height, hires_fix=bool(hires_fix), hires_scale=hires_scale, hires_steps=hires_steps,
             hires_denoising=hires_denoising,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras),
+                              batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
     s = sampling
     wire_generate(txt2img, row, [row.prompt, row.negative, s.steps, s.guidance, width, height, s.seed, s.sampler,
-                                 s.batch_size, s.batch_count, s.loras, preset_box, *hires], results, "txt2img", jobs)
+                                 s.batch_size, s.batch_count, s.loras, preset_box, *hires,
+                                 *header.extras], results, "txt2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return TabHandles(results, row, sampling, fit, size=(width, height), hires=hires)
