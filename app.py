@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="whose generations the History tab shows (auto: shared on a loopback install "
                              "without logins, else each user's own)")
     parser.add_argument("--device", help="auto (default), cuda, mps or cpu")
+    parser.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"],
+                        help="weights' precision (auto: float16 on a GPU, float32 on the CPU; bfloat16 halves a "
+                             "CPU run's memory)")
     parser.add_argument("--lowvram", action="store_true",
                         help="keep weights in RAM, each model on the GPU only while it runs (slower, for 4-6 GB GPUs)")
     return parser.parse_args(argv)

@@ -246,6 +246,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=256, help="image side; 256 takes about 1 s on 2 CPU cores")
+    parser.add_argument("--shape", choices=["sd15"],
+                        help="only the checkpoint figures, on the SD 1.5 architecture with random weights (real size)")
+    parser.add_argument("--shape-runs", type=int, default=3, help="load pairs for checkpoint_load_ratio")
     args = parser.parse_args()
     import platform
 
@@ -254,6 +257,11 @@ def main() -> None:
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, "
           f"device {args.device}, preset {args.preset}, {args.size}x{args.size}, {args.steps} steps", flush=True)
+    if args.shape:
+        from bench import shaped
+
+        shaped.run(args)
+        return
     with tempfile.TemporaryDirectory() as outputs:
         args.outputs = outputs
         studio = make_studio(args)

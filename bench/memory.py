@@ -63,7 +63,7 @@ def naive_side(preset: str, device: str):
 
     settings = Settings.from_env(preset=preset, device=device)
     manager = ModelManager(load_preset(preset, settings.presets_dir), settings)  # only to resolve folders
-    base, (dev, dtype) = manager.resolve("base"), pick_device(device)
+    base, (dev, dtype) = manager.resolve("base"), pick_device(device, settings.dtype)
     family = manager.preset.family
     pipeline = {task: getattr(diffusers, name).from_pretrained for task, name in TASK_PIPELINES[family].items()}
     load = {"dtype": dtype, **({"safety_checker": None, "requires_safety_checker": False} if family == "sd" else {})}

@@ -92,11 +92,14 @@ def detect(path: Path, name: str) -> CheckpointInfo:
 class CheckpointFolder:
     """The checkpoints (or VAEs) folder: names, what each file is, and A1111's short hashes."""
 
-    def __init__(self, folder: Path, kind: str = "checkpoint"):
+    def __init__(self, folder: Path, kind: str = "checkpoint", hash_cache: Path | None = None):
         self.files = ModelFolder(folder, kind, keep_suffix=True)
         self._lock = threading.Lock()
         self._info: dict[tuple, CheckpointInfo] = {}
-        self._hashes: dict[tuple, str] = {}
+        # Hashing a 2-7 GB file takes seconds: the hashes are kept in a JSON file (A1111 keeps one
+        # too), keyed by path, size and modification time, so each file is read once, ever.
+        self._hash_cache = hash_cache
+        self._hashes: dict[str, str] = {}  # when there is no file to keep them in
 
     def names(self) -> list[str]:
         return self.files.names()
@@ -116,12 +119,31 @@ class CheckpointFolder:
             return self._info[key]
 
     def short_hash(self, path: Path) -> str:
-        """A1111's "Model hash": the first 10 hex digits of the file's sha256 (read once per file)."""
-        key = _file_key(path)
+        """A1111's "Model hash": the first 10 hex digits of the file's sha256."""
+        key = "|".join(map(str, _file_key(path)))
         with self._lock:
-            if key not in self._hashes:
-                self._hashes[key] = file_sha256(path)[:10]
-            return self._hashes[key]
+            known = self._read_hashes()
+            if key not in known:
+                known[key] = file_sha256(path)[:10]
+                self._write_hashes(known)
+            return known[key]
+
+    def _read_hashes(self) -> dict[str, str]:
+        if self._hash_cache is None:
+            return self._hashes
+        try:
+            known = json.loads(self._hash_cache.read_text())
+            return known if isinstance(known, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _write_hashes(self, known: dict[str, str]) -> None:
+        if self._hash_cache is None:
+            return
+        self._hash_cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._hash_cache.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(known, indent=0))
+        os.replace(partial, self._hash_cache)
 
 
 def _file_key(path: Path) -> tuple:

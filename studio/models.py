@@ -59,8 +59,12 @@ ANNOTATOR_FILES = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
 PREVIEW_BUDGET_S = 0.25  # the most one live preview through the preview VAE may take
 
 
-def pick_device(requested: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """The device to run on and its dtype: CUDA fp16, Apple MPS fp16, else CPU fp32."""
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def pick_device(requested: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """The device to run on and its dtype: CUDA fp16, Apple MPS fp16, else CPU fp32, unless `dtype`
+    names one (bfloat16 halves the memory of a CPU run)."""
     if requested == "auto":
         if torch.cuda.is_available():
             requested = "cuda"
@@ -71,8 +75,9 @@ def pick_device(requested: str = "auto") -> tuple[torch.device, torch.dtype]:
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelUnavailableError("--device cuda was asked for, but PyTorch sees no CUDA GPU. Use --device cpu.")
-    dtype = torch.float32 if device.type == "cpu" else torch.float16
-    return device, dtype
+    if dtype != "auto":
+        return device, DTYPES[dtype]
+    return device, torch.float32 if device.type == "cpu" else torch.float16
 
 
 def _pipeline_class(name: str):
@@ -100,8 +105,9 @@ class UserModels:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "UserModels":
-        return cls(CheckpointFolder(settings.checkpoints_dir), CheckpointFolder(settings.vaes_dir, "VAE"),
-                   EmbeddingLibrary(settings.embeddings_dir))
+        hashes = settings.models_dir / "file-hashes.json"
+        return cls(CheckpointFolder(settings.checkpoints_dir, hash_cache=hashes),
+                   CheckpointFolder(settings.vaes_dir, "VAE", hash_cache=hashes), EmbeddingLibrary(settings.embeddings_dir))
 
 
 def checkpoint_config(preset: Preset, models_dir: Path) -> Path:
@@ -129,7 +135,7 @@ class ModelManager:
         self.models_dir = settings.models_dir
         self.user_models = user_models or UserModels.from_settings(settings)
         self.prompt_syntax = settings.prompt_syntax
-        self.device, self.dtype = pick_device(settings.device)
+        self.device, self.dtype = pick_device(settings.device, settings.dtype)
         self.lowvram = settings.lowvram
         # Where weights rest between requests: on the device, or in RAM under --lowvram.
         self.home = torch.device("cpu") if self.lowvram else self.device

@@ -41,6 +41,7 @@ class Settings:
     # "a1111": weights, BREAK, any length, embeddings; "plain": diffusers' own encoding (75 tokens).
     prompt_syntax: str = "a1111"
     device: str = "auto"  # auto | cuda | mps | cpu (or cuda:1, ...)
+    dtype: str = "auto"  # auto (fp16 on a GPU, fp32 on the CPU) | float32 | float16 | bfloat16
     # Keep weights in RAM and move each model to the GPU only while it runs (diffusers' model offload).
     lowvram: bool = False
     queue_size: int = 32  # requests waiting for the GPU; more are turned away
@@ -67,6 +68,8 @@ class Settings:
             object.__setattr__(self, key, Path(getattr(self, key)).expanduser().resolve())
         if self.history not in ("auto", "shared", "private"):
             raise ValueError(f"history must be auto, shared or private, got {self.history!r}")
+        if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be auto, float32, float16 or bfloat16, got {self.dtype!r}")
         if self.prompt_syntax not in PROMPT_SYNTAXES:
             raise ValueError(f"prompt syntax must be one of {', '.join(PROMPT_SYNTAXES)}, got {self.prompt_syntax!r}")
 

@@ -156,6 +156,9 @@ def test_over_the_api_each_client_picks_its_own_checkpoint_vae_and_clip_skip(ser
         ann.predict(**fast, preset="tiny", clip_skip=0, api_name="/txt2img")
     with pytest.raises(AppError, match="'evil.ckpt' is a pickle file"):
         ann.predict(**fast, preset="evil.ckpt", api_name="/txt2img")
+    with pytest.raises(AppError, match="'broken.safetensors' could not be read: the file is damaged or incomplete"):
+        ann.predict(**fast, preset="broken.safetensors", api_name="/txt2img")
+    assert "Model: tiny-sd1" in ann.predict(**fast, preset="tiny-sd1.safetensors", api_name="/txt2img")[1]
 
 
 def test_reuse_finds_the_model_an_image_names_or_says_it_is_not_here(studio, checkpoints):
@@ -168,3 +171,18 @@ def test_reuse_finds_the_model_an_image_names_or_says_it_is_not_here(studio, che
     model, message = studio.model_of_infotext(parse_infotext(a1111)[2])
     assert model is None and message.startswith("This image was made with the model 'v1-5-pruned' (hash 6ce0161689), "
                                                 "which is not in your checkpoints folder")
+
+
+def test_a1111_hashes_are_read_once_and_kept_in_a_file(tmp_path):
+    from studio.checkpoints import CheckpointFolder
+
+    (tmp_path / "m").mkdir()
+    model = tmp_path / "m" / "a.safetensors"
+    save_file({"x": torch.zeros(4)}, model)
+    folder = CheckpointFolder(tmp_path / "m", hash_cache=tmp_path / "hashes.json")
+    expected = hashlib.sha256(model.read_bytes()).hexdigest()[:10]
+    assert folder.short_hash(model) == expected and expected in (tmp_path / "hashes.json").read_text()
+    again = CheckpointFolder(tmp_path / "m", hash_cache=tmp_path / "hashes.json")
+    assert again.short_hash(model) == expected  # from the file
+    save_file({"x": torch.ones(4)}, model)  # a new file under the same name gets its own hash
+    assert again.short_hash(model) == hashlib.sha256(model.read_bytes()).hexdigest()[:10] != expected
