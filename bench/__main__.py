@@ -254,9 +254,10 @@ def main() -> None:
 
     import torch
 
+    what = ("SD-1.5-shaped models in bfloat16" if args.shape else
+            f"preset {args.preset}, {args.size}x{args.size}, {args.steps} steps")
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, "
-          f"device {args.device}, preset {args.preset}, {args.size}x{args.size}, {args.steps} steps", flush=True)
+          f"torch {torch.__version__}, device {args.device}, {what}", flush=True)
     if args.shape:
         from bench import shaped
 
