@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"],
                         help="weights' precision (auto: float16 on a GPU, float32 on the CPU; bfloat16 halves a "
                              "CPU run's memory)")
+    parser.add_argument("--api", choices=["on", "off"],
+                        help="AUTOMATIC1111's HTTP API under /sdapi/v1, for Open WebUI, SillyTavern, webuiapi "
+                             "(default on; it obeys --auth)")
     parser.add_argument("--lowvram", action="store_true",
                         help="keep weights in RAM, each model on the GPU only while it runs (slower, for 4-6 GB GPUs)")
     return parser.parse_args(argv)
@@ -82,12 +85,13 @@ def lan_address() -> str:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Flags over STUDIO_* variables over defaults; a switch left off leaves its variable in charge."""
-    switches = ("listen", "auth", "auth_file", "share", "lowvram")
+    switches = ("listen", "auth", "auth_file", "share", "lowvram", "api")
     flags = {k: v for k, v in vars(args).items() if k not in switches}
     if args.listen:
         flags["host"] = "0.0.0.0"
+    api = None if args.api is None else args.api == "on"
     return Settings.from_env(**flags, auth=read_auth(args) or None, share=args.share or None,
-                             lowvram=args.lowvram or None)
+                             lowvram=args.lowvram or None, api=api)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(parse_args(argv))
     # Imported here so `--help` and a bad preset answer without loading torch.
     from studio.core import Studio
-    from studio.ui import CSS, THEME, build
+    from studio.ui import CSS, THEME, app_kwargs, build
 
     try:
         studio = Studio(settings)
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         auth_message="SD Studio: log in to use it.",
         max_file_size=f"{settings.max_upload_mb}mb",
         allowed_paths=[str(settings.outputs_dir)],
+        app_kwargs=app_kwargs(studio),
         css=CSS,
         theme=THEME,
     )

@@ -11,7 +11,7 @@ from studio.errors import RequestError
 Image.MAX_IMAGE_PIXELS = 8192 * 8192
 MIN_SIDE = 16
 
-RESIZE_MODES = ("Keep size", "Resize and crop", "Resize and pad")
+RESIZE_MODES = ("Keep size", "Just resize", "Resize and crop", "Resize and pad")
 
 
 def check_image(image: Image.Image | None, label: str = "Image") -> Image.Image:
@@ -47,7 +47,10 @@ def fit_within(image: Image.Image, max_width: int, max_height: int) -> tuple[Ima
 
 
 def resize_image(image: Image.Image, mode: str, width: int, height: int) -> Image.Image:
-    """A1111's resize modes: scale to cover and centre-crop, or scale to fit and pad with edges."""
+    """A1111's resize modes: stretch, scale to cover and centre-crop, or scale to fit and pad with
+    edges."""
+    if mode == "Just resize":
+        return image.resize((width, height), Image.Resampling.LANCZOS)
     if mode == "Resize and crop":
         scale = max(width / image.width, height / image.height)
         scaled = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),

@@ -107,7 +107,8 @@ class UserModels:
     def from_settings(cls, settings: Settings) -> "UserModels":
         hashes = settings.models_dir / "file-hashes.json"
         return cls(CheckpointFolder(settings.checkpoints_dir, hash_cache=hashes),
-                   CheckpointFolder(settings.vaes_dir, "VAE", hash_cache=hashes), EmbeddingLibrary(settings.embeddings_dir))
+                   CheckpointFolder(settings.vaes_dir, "VAE", hash_cache=hashes),
+                   EmbeddingLibrary(settings.embeddings_dir))
 
 
 def checkpoint_config(preset: Preset, models_dir: Path) -> Path:

@@ -54,6 +54,7 @@ class Settings:
     vram_reserve_mb: int = 2048
     auth: tuple[tuple[str, str], ...] = ()  # (user, password) pairs; empty = no login
     share: bool = False  # a public Gradio share link
+    api: bool = True  # AUTOMATIC1111's HTTP API (/sdapi/v1) on the same server; --api off removes it
     max_upload_mb: int = 20
     history: str = "auto"  # shared | private | auto (shared on a loopback install without logins)
     # Server-wide caps on top of every preset's own limits (0 = the preset's limit).

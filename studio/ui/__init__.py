@@ -25,6 +25,15 @@ footer { display: none !important; }
 THEME = gr.themes.Soft(primary_hue="orange")
 
 
+def app_kwargs(studio) -> dict:
+    """The FastAPI arguments `launch` passes to the server: A1111's API routes unless --api off."""
+    if not studio.settings.api:
+        return {}
+    from studio.sdapi import sdapi_routes
+
+    return {"routes": sdapi_routes(studio)}
+
+
 def widest_limits(studio) -> Limits:
     """Slider ranges wide enough for every preset; each request is checked against its own preset."""
     limits = [studio.preset(name).limits for name in studio.preset_names()] or [studio.default_preset.limits]

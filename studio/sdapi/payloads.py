@@ -1,0 +1,211 @@
+"""AUTOMATIC1111's API payloads: JSON in, the studio's requests out, and A1111's response shapes.
+
+Field names and defaults are A1111's (its request models take every field as optional; unknown
+fields are ignored, as pydantic does there). A value of the wrong type gets a message naming the
+field; ranges are checked by the studio's own request validation, as for the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+from dataclasses import dataclass
+
+from PIL import Image
+
+from studio.samplers import SAMPLER_NAMES
+
+# A1111's sampler names and the k-diffusion aliases its API accepts -> ours.
+SAMPLER_ALIASES = {
+    "euler": "Euler", "k_euler": "Euler", "euler a": "Euler a", "euler_a": "Euler a", "k_euler_a": "Euler a",
+    "k_euler_ancestral": "Euler a", "dpm++ 2m": "DPM++ 2M", "k_dpmpp_2m": "DPM++ 2M",
+    "dpm++ 2m karras": "DPM++ 2M Karras", "k_dpmpp_2m_ka": "DPM++ 2M Karras", "ddim": "DDIM", "unipc": "UniPC",
+    "lcm": "LCM",
+}
+SCHEDULERS = ({"name": "automatic", "label": "Automatic"}, {"name": "karras", "label": "Karras"})
+RESIZE_MODES = ("Just resize", "Resize and crop", "Resize and pad", "Just resize")  # A1111's 0-3 (3: latent)
+CONTROL_MODULES = ("none", "scribble_pidinet", "scribble_hed", "scribble_xdog", "invert (from white bg & black line)",
+                   "openpose", "openpose_full")
+
+
+class ApiError(Exception):
+    """An error for an A1111 API client: an HTTP status and a message that says what to change."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def get_field(payload: dict, name: str, kind: type, default):
+    """`payload[name]` as `kind` (int, float, bool, str), or `default` when absent or null."""
+    value = payload.get(name)
+    if value is None:
+        return default
+    if kind is bool:
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+    elif kind is int:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and int(value) == value:
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif isinstance(value, kind):
+        return value
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "text", dict: "an object",
+             list: "a list"}
+    raise ApiError(422, f"'{name}' must be {names[kind]}, got {json.dumps(value)[:80]}.")
+
+
+def decode_image(data, name: str) -> Image.Image:
+    """A base64 image, with or without a `data:image/...;base64,` prefix."""
+    if isinstance(data, dict):  # ControlNet's newer {"image": ..., "mask": ...}
+        data = data.get("image")
+    if not isinstance(data, str) or not data:
+        raise ApiError(422, f"'{name}' must be a base64-encoded image.")
+    if data.startswith("data:") and "," in data:
+        data = data.split(",", 1)[1]
+    try:
+        raw = base64.b64decode(data, validate=False)
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except (binascii.Error, ValueError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ApiError(422, f"'{name}' could not be read as an image ({type(exc).__name__}). Send a base64 PNG, "
+                            "JPEG or WebP.") from None
+    return image
+
+
+def encode_png(path) -> str:
+    """A saved PNG as raw base64 (A1111 sends no `data:` prefix); its `parameters` chunk included."""
+    with open(path, "rb") as handle:
+        return base64.b64encode(handle.read()).decode("ascii")
+
+
+def sampler_of(payload: dict, default: str) -> str:
+    """Our sampler for A1111's `sampler_name` (or `sampler_index`) and `scheduler`."""
+    name = payload.get("sampler_name") or payload.get("sampler_index") or default
+    if not isinstance(name, str):
+        raise ApiError(422, "'sampler_name' must be text.")
+    sampler = name if name in SAMPLER_NAMES else SAMPLER_ALIASES.get(name.strip().lower())
+    if sampler is None:
+        raise ApiError(422, f"Unknown sampler '{name}'. Choose one of: {', '.join(SAMPLER_NAMES)}.")
+    scheduler = payload.get("scheduler")
+    if isinstance(scheduler, str) and scheduler.lower() == "karras" and f"{sampler} Karras" in SAMPLER_NAMES:
+        sampler = f"{sampler} Karras"
+    return sampler
+
+
+@dataclass
+class Overrides:
+    """A1111's per-request `override_settings` that the studio knows; the rest is ignored."""
+
+    model: str | None = None
+    vae: str | None = None
+    clip_skip: int | None = None
+
+
+def overrides_of(payload: dict) -> Overrides:
+    settings = get_field(payload, "override_settings", dict, {})
+    return Overrides(model=get_field(settings, "sd_model_checkpoint", str, None),
+                     vae=get_field(settings, "sd_vae", str, None),
+                     clip_skip=get_field(settings, "CLIP_stop_at_last_layers", int, None))
+
+
+def vae_name(value: str | None) -> str:
+    """A1111's "Automatic" / "None" mean the model's own VAE."""
+    return "" if value in (None, "", "Automatic", "None", "auto") else value
+
+
+def shared_fields(payload: dict, defaults) -> dict:
+    """The fields every task takes, as the studio's request keyword arguments."""
+    prompt = get_field(payload, "prompt", str, "")
+    negative = get_field(payload, "negative_prompt", str, "")
+    return dict(
+        prompt=prompt, negative_prompt=negative,
+        steps=get_field(payload, "steps", int, 50),  # A1111's API default
+        guidance_scale=get_field(payload, "cfg_scale", float, 7.0),
+        seed=get_field(payload, "seed", int, -1),
+        sampler=sampler_of(payload, defaults.sampler),
+        batch_size=get_field(payload, "batch_size", int, 1),
+        batch_count=get_field(payload, "n_iter", int, 1),
+    )
+
+
+@dataclass
+class ControlUnit:
+    image: Image.Image
+    module: str
+    mode: str  # scribble | openpose
+    weight: float
+    start: float
+    end: float
+
+
+def control_unit(payload: dict, modes: tuple[str, ...]) -> ControlUnit | None:
+    """The first enabled ControlNet unit of `alwayson_scripts` (any capitalisation of
+    "controlnet"); entries of other scripts, and empty or disabled units, are ignored, as clients
+    send them (`ADetailer: {args: [false]}`)."""
+    scripts = get_field(payload, "alwayson_scripts", dict, {})
+    units = []
+    for name, script in scripts.items():
+        if isinstance(name, str) and name.lower() == "controlnet" and isinstance(script, dict):
+            units = [u for u in script.get("args") or [] if isinstance(u, dict)]
+    units = [u for u in units if u.get("enabled", False) and (u.get("image") or u.get("input_image"))]
+    if not units:
+        return None
+    if len(units) > 1:
+        raise ApiError(422, "Only one ControlNet unit at a time is supported; send one enabled unit.")
+    unit = units[0]
+    module = get_field(unit, "module", str, "none").lower()
+    model = get_field(unit, "model", str, "None").lower()
+    mode = next((m for m in modes if m in model), None) or next((m for m in modes if m in module), None)
+    if mode is None:
+        raise ApiError(422, f"Unknown ControlNet model '{unit.get('model')}'. Choose one of: {', '.join(modes)} "
+                            "(GET /controlnet/model_list).")
+    if module not in CONTROL_MODULES:
+        raise ApiError(422, f"Unknown ControlNet module '{module}'. Choose one of: {', '.join(CONTROL_MODULES)}.")
+    return ControlUnit(image=decode_image(unit.get("image") or unit.get("input_image"), "ControlNet image"),
+                       module=module, mode=mode, weight=get_field(unit, "weight", float, 1.0),
+                       start=get_field(unit, "guidance_start", float, 0.0),
+                       end=get_field(unit, "guidance_end", float, 1.0))
+
+
+def mask_of(data, name: str = "mask") -> Image.Image:
+    """A1111's mask: an RGBA image's alpha, else its grey levels (white = repaint)."""
+    image = decode_image(data, name)
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        return image.convert("RGBA").getchannel("A")
+    return image.convert("L")
+
+
+def info_json(result, request, payload: dict, model_title: str) -> str:
+    """A1111's `info`: a JSON *string* describing the whole job."""
+    from studio.metadata import parse_infotext
+
+    params = parse_infotext(result.infotexts[0])[2] if result.infotexts else {}
+    width, height = result.images[0].size if result.images else (request_size(request))
+    info = {
+        "prompt": request.prompt, "all_prompts": [request.prompt] * len(result.seeds),
+        "negative_prompt": request.negative_prompt,
+        "all_negative_prompts": [request.negative_prompt] * len(result.seeds),
+        "seed": result.seeds[0] if result.seeds else request.seed, "all_seeds": result.seeds,
+        "subseed": -1, "all_subseeds": [-1] * len(result.seeds), "subseed_strength": 0,
+        "width": width, "height": height, "sampler_name": request.sampler, "cfg_scale": request.guidance_scale,
+        "steps": request.steps, "batch_size": request.batch_size, "restore_faces": False,
+        "face_restoration_model": None, "sd_model_name": params.get("Model", model_title),
+        "sd_model_hash": params.get("Model hash"), "sd_vae_name": params.get("VAE"),
+        "sd_vae_hash": params.get("VAE hash"), "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": getattr(request, "strength", getattr(request, "hires_denoising", None)),
+        "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": result.infotexts, "styles": [],
+        "job_timestamp": "", "clip_skip": request.clip_skip, "is_using_inpainting_conditioning": False,
+        "notes": result.notes, "interrupted": result.stopped,
+    }
+    return json.dumps(info)
+
+
+def request_size(request) -> tuple[int, int]:
+    return getattr(request, "width", 0), getattr(request, "height", 0)

@@ -1,0 +1,414 @@
+"""AUTOMATIC1111's HTTP API (`/sdapi/v1/*`, `/controlnet/*`) on the studio's own server and port,
+so Open WebUI, SillyTavern, the Krita/Photoshop plugins and `webuiapi` use the studio unchanged.
+
+Behind it, the studio's rules hold: each caller (a login, or an anonymous client address) has its
+own options (model, VAE, Clip skip), its own job that only it can interrupt, and its own history;
+generation waits for the same GPU lock as the page's jobs, so an API job and a browser job never
+run at once; limits are the presets' and the server's, as for the page. Errors are A1111's JSON
+(`{"error", "detail"}`) with a message that says what to change, never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from studio.control import render_pose, sketch_to_scribble
+from studio.errors import StudioError
+from studio.imaging import resize_image
+from studio.jobs import JobBoard
+from studio.metadata import parse_infotext, read_png_infotext
+from studio.requests import (
+    CONTROL_MODES,
+    INPAINT_AREAS,
+    MAX_CLIP_SKIP,
+    ControlRequest,
+    Img2ImgRequest,
+    InpaintRequest,
+    InstructRequest,
+    Txt2ImgRequest,
+)
+from studio.samplers import SAMPLER_NAMES
+from studio.sdapi.payloads import (
+    CONTROL_MODULES,
+    RESIZE_MODES,
+    SCHEDULERS,
+    ApiError,
+    ControlUnit,
+    decode_image,
+    encode_png,
+    get_field,
+    info_json,
+    mask_of,
+    overrides_of,
+    shared_fields,
+    vae_name,
+)
+
+log = logging.getLogger(__name__)
+NO_VAE = "Automatic"
+
+
+@dataclass
+class Progress:
+    """One caller's running job, for GET /progress."""
+
+    started: float = field(default_factory=time.time)
+    done: int = 0
+    total: int = 0
+    preview: object = None  # the latest preview image
+
+
+class SdApi:
+    """The state behind the routes: each caller's options and running job."""
+
+    def __init__(self, studio):
+        self.studio = studio
+        self.settings = studio.settings
+        self.jobs = JobBoard()
+        self._lock = threading.Lock()
+        self._options: dict[str, dict] = {}
+        self._progress: dict[str, Progress] = {}
+        self._waiting = threading.BoundedSemaphore(max(1, self.settings.queue_size))
+
+    # --- who is calling -----------------------------------------------------------------------
+
+    def caller(self, request: Request) -> str:
+        """The caller's identity: its login (HTTP Basic, as Open WebUI sends it, or the page's
+        session cookie) when logins are on, else its address. Anonymous callers are refused then."""
+        if not self.settings.auth:
+            return f"api:{request.client.host if request.client else 'local'}"
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("basic "):
+            try:
+                user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user, password = "", ""
+            if any(secrets.compare_digest(user, u) and secrets.compare_digest(password, p)
+                   for u, p in self.settings.auth):
+                return f"user:{user}"
+        app = request.app
+        cookie_id = getattr(app, "cookie_id", None)
+        token = request.cookies.get(f"access-token-{cookie_id}") or request.cookies.get(
+            f"access-token-unsecure-{cookie_id}")
+        user = getattr(app, "tokens", {}).get(token) if token else None
+        if user:
+            return f"user:{user}"
+        raise ApiError(401, "This studio asks for a login: send HTTP Basic auth with a user and password it knows "
+                            "(in Open WebUI: 'user:password' in the AUTOMATIC1111 API auth field).")
+
+    # --- options --------------------------------------------------------------------------------
+
+    def options(self, owner: str) -> dict:
+        with self._lock:
+            if owner not in self._options:
+                self._options[owner] = {
+                    "sd_model_checkpoint": self.settings.preset, "sd_vae": NO_VAE, "CLIP_stop_at_last_layers": 1,
+                    "samples_format": "png", "sd_checkpoint_hash": None, "save_images": True,
+                }
+            return dict(self._options[owner])
+
+    def set_options(self, owner: str, changes: dict) -> None:
+        """Apply what the studio knows of A1111's options (checked first); other keys are kept as
+        sent, so a client can POST back the whole dict it got."""
+        options = self.options(owner)
+        if "sd_model_checkpoint" in changes:
+            model = get_field(changes, "sd_model_checkpoint", str, options["sd_model_checkpoint"])
+            self.studio.preset(model)  # an unknown or refused model says so
+        if "sd_vae" in changes:
+            vae = get_field(changes, "sd_vae", str, NO_VAE)
+            if vae_name(vae):
+                self.studio.user_models.vaes.path(vae_name(vae))
+        if "CLIP_stop_at_last_layers" in changes:
+            clip_skip = get_field(changes, "CLIP_stop_at_last_layers", int, 1)
+            if not 1 <= clip_skip <= MAX_CLIP_SKIP:
+                raise ApiError(422, f"CLIP_stop_at_last_layers must be between 1 and {MAX_CLIP_SKIP}, got {clip_skip}.")
+        options.update(changes)
+        with self._lock:
+            self._options[owner] = options
+
+    # --- generation -----------------------------------------------------------------------------
+
+    def generate(self, owner: str, request, model: str, payload: dict) -> dict:
+        if not self._waiting.acquire(blocking=False):
+            raise ApiError(503, f"The studio is busy: {self.settings.queue_size} jobs are waiting. Try again in a "
+                                "moment.")
+        progress = Progress()
+        try:
+            with self._lock:
+                self._progress[owner] = progress
+            with self.jobs.running(owner) as stop:
+                def on_step(done, total):
+                    progress.done, progress.total = done, total
+
+                def on_preview(image):
+                    progress.preview = image
+
+                result = self.studio.generate(request, preset=model, stop=stop, owner=owner, on_step=on_step,
+                                              on_preview=on_preview)
+        finally:
+            with self._lock:
+                if self._progress.get(owner) is progress:
+                    del self._progress[owner]
+            self._waiting.release()
+        return {"images": [encode_png(path) for path in result.paths], "parameters": payload,
+                "info": info_json(result, request, payload, model)}
+
+    def progress(self, owner: str, with_image: bool) -> dict:
+        with self._lock:
+            job = self._progress.get(owner)
+        if job is None:
+            return {"progress": 0.0, "eta_relative": 0.0, "state": _state(0, 0, False), "current_image": None,
+                    "textinfo": None}
+        fraction = job.done / job.total if job.total else 0.0
+        elapsed = time.time() - job.started
+        eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
+        image = _png_b64(job.preview) if with_image and job.preview is not None else None
+        return {"progress": fraction, "eta_relative": eta, "state": _state(job.done, job.total, True),
+                "current_image": image, "textinfo": f"Step {job.done} of {job.total}" if job.total else "Starting"}
+
+    # --- requests from payloads -----------------------------------------------------------------
+
+    def _model_and_shared(self, owner: str, payload: dict) -> tuple[str, dict]:
+        options, overrides = self.options(owner), overrides_of(payload)
+        model = overrides.model or options["sd_model_checkpoint"]
+        preset = self.studio.preset(model)
+        shared = shared_fields(payload, preset.defaults)
+        shared["vae"] = vae_name(overrides.vae if overrides.vae is not None else options["sd_vae"])
+        shared["clip_skip"] = overrides.clip_skip or get_field(options, "CLIP_stop_at_last_layers", int, 1)
+        return model, shared
+
+    def txt2img(self, owner: str, payload: dict) -> dict:
+        model, shared = self._model_and_shared(owner, payload)
+        width, height = get_field(payload, "width", int, 512), get_field(payload, "height", int, 512)
+        hires = {}
+        if get_field(payload, "enable_hr", bool, False):
+            scale = get_field(payload, "hr_scale", float, 2.0)
+            resize_x, resize_y = get_field(payload, "hr_resize_x", int, 0), get_field(payload, "hr_resize_y", int, 0)
+            if resize_x or resize_y:  # A1111's "resize to": the larger of the two ratios
+                scale = max(resize_x / width, resize_y / height)
+            hires = {"hires_fix": True, "hires_scale": scale, "hires_steps": get_field(payload, "hr_second_pass_steps",
+                                                                                   int, 0),
+                     "hires_denoising": get_field(payload, "denoising_strength", float, 0.7)}
+        unit = _control_unit(payload)
+        if unit is None:
+            request = Txt2ImgRequest(width=width, height=height, **hires, **shared)
+        else:
+            request = ControlRequest(width=width, height=height, control_image=self._control_map(unit, model),
+                                     control_mode=unit.mode, conditioning_scale=unit.weight,
+                                     guidance_start=unit.start, guidance_end=unit.end, **hires, **shared)
+        return self.generate(owner, request, model, payload)
+
+    def img2img(self, owner: str, payload: dict) -> dict:
+        model, shared = self._model_and_shared(owner, payload)
+        if _control_unit(payload) is not None:
+            raise ApiError(422, "ControlNet units work with txt2img here; send the unit to /sdapi/v1/txt2img.")
+        images = get_field(payload, "init_images", list, [])
+        if not images:
+            raise ApiError(422, "'init_images' must hold one base64 image.")
+        image = decode_image(images[0], "init_images[0]").convert("RGB")
+        width, height = get_field(payload, "width", int, 512), get_field(payload, "height", int, 512)
+        mode_index = get_field(payload, "resize_mode", int, 0)
+        if not 0 <= mode_index < len(RESIZE_MODES):
+            raise ApiError(422, f"'resize_mode' must be 0-3 ({', '.join(RESIZE_MODES[:3])}, latent), got {mode_index}.")
+        mode = RESIZE_MODES[mode_index]
+        strength = get_field(payload, "denoising_strength", float, 0.75)
+        if payload.get("mask"):
+            only_masked = get_field(payload, "inpaint_full_res", bool, True)  # A1111's API default
+            resized = resize_image(image, mode, width, height)
+            mask = resize_image(mask_of(payload["mask"]).convert("RGB"), mode, width, height).convert("L")
+            request = InpaintRequest(
+                image=resized, mask=mask, invert_mask=get_field(payload, "inpainting_mask_invert", int, 0) == 1,
+                mask_blur=get_field(payload, "mask_blur", int, 4), strength=strength,
+                inpaint_area=INPAINT_AREAS[1] if only_masked else INPAINT_AREAS[0],
+                padding=get_field(payload, "inpaint_full_res_padding", int, 32), **shared)
+        elif self._is_instruct(model):  # A1111 runs an InstructPix2Pix checkpoint with image_cfg_scale
+            request = InstructRequest(image=resize_image(image, mode, width, height),
+                                      image_guidance_scale=get_field(payload, "image_cfg_scale", float, 1.5), **shared)
+        else:
+            request = Img2ImgRequest(image=image, strength=strength, resize_mode=mode, width=width, height=height,
+                                     **shared)
+        return self.generate(owner, request, model, payload)
+
+    def _is_instruct(self, model: str) -> bool:
+        checkpoint = self.studio.preset(model).checkpoint
+        return bool(checkpoint) and self.studio.user_models.checkpoints.info(checkpoint).kind == "instruct"
+
+    def _control_map(self, unit: ControlUnit, model: str):
+        """The ControlNet map for a unit: the image itself (module none), a scribble made from a
+        drawing, or the skeleton of the pose detected in a photo."""
+        if unit.module == "none":
+            return unit.image.convert("RGB")
+        if unit.module.startswith("openpose"):
+            return render_pose(self.studio.detect_pose(unit.image.convert("RGB"), model))
+        return sketch_to_scribble(unit.image)
+
+    # --- listings -------------------------------------------------------------------------------
+
+    def sd_models(self) -> list[dict]:
+        models = []
+        for name in self.studio.preset_names():
+            preset = self.studio.preset(name)
+            models.append({"title": name, "model_name": name, "hash": None, "sha256": None,
+                           "filename": preset.base_id, "config": None})
+        for name in self.studio.user_models.checkpoints.names():
+            path = self.studio.user_models.checkpoints.path(name)
+            models.append({"title": name, "model_name": Path(name).stem, "hash": None, "sha256": None,
+                           "filename": str(path), "config": None})
+        return models
+
+    def loras(self) -> list[dict]:
+        library = self.studio.manager().loras
+        return [{"name": name, "alias": name, "path": library.info(name).source, "metadata": {}}
+                for name in self.studio.lora_names()]
+
+    def embeddings(self) -> dict:
+        loaded, skipped = {}, {}
+        library = self.studio.user_models.embeddings
+        for trigger, path in library.by_trigger().items():
+            try:
+                embedding = library.get(trigger, path)
+                loaded[trigger] = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
+                                   "shape": embedding.width(), "vectors": embedding.tokens}
+            except StudioError as exc:
+                skipped[trigger] = {"error": str(exc)}
+        return {"loaded": loaded, "skipped": skipped}
+
+
+def _control_unit(payload: dict) -> ControlUnit | None:
+    from studio.sdapi.payloads import control_unit
+
+    return control_unit(payload, CONTROL_MODES)
+
+
+def _state(done: int, total: int, running: bool) -> dict:
+    return {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "" if not running else "1",
+            "job_count": int(running), "job_timestamp": "", "job_no": 0, "sampling_step": done,
+            "sampling_steps": total}
+
+
+def _png_b64(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _error(status: int, message: str, kind: str = "HTTPException") -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Basic realm="SD Studio"'} if status == 401 else None
+    return JSONResponse({"error": kind, "detail": message, "body": "", "errors": ""}, status_code=status,
+                        headers=headers)
+
+
+async def _answer(request: Request, api: SdApi, work, with_body: bool = False):
+    """Run `work(owner[, body])` off the event loop; every failure becomes A1111's JSON error."""
+    try:
+        owner = api.caller(request)
+        args = [owner]
+        if with_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                raise ApiError(422, "The request body must be JSON.") from None
+            if not isinstance(body, dict):
+                raise ApiError(422, "The request body must be a JSON object.")
+            args.append(body)
+        return await run_in_threadpool(work, *args)
+    except ApiError as exc:
+        return _error(exc.status, str(exc))
+    except StudioError as exc:
+        return _error(422, str(exc), type(exc).__name__)
+    except Exception as exc:  # a bug or a library failure: the server keeps serving
+        log.exception("A1111 API call failed")
+        return _error(500, f"The request failed ({type(exc).__name__}: {exc}). The studio is still running.",
+                      type(exc).__name__)
+
+
+def sdapi_routes(studio) -> list:
+    """The routes to hand to the Gradio app (`launch(app_kwargs={"routes": ...})`)."""
+    api = SdApi(studio)
+    router = APIRouter()
+
+    def get(path: str, work):
+        async def handler(request: Request):
+            return await _answer(request, api, work)
+        router.add_api_route(path, handler, methods=["GET"], include_in_schema=False)
+
+    def post(path: str, work, with_body: bool = True):
+        async def handler(request: Request):
+            return await _answer(request, api, work, with_body)
+        router.add_api_route(path, handler, methods=["POST"], include_in_schema=False)
+
+    v1 = "/sdapi/v1"
+    post(f"{v1}/txt2img", api.txt2img)
+    post(f"{v1}/img2img", api.img2img)
+    get(f"{v1}/options", api.options)
+    post(f"{v1}/options", lambda owner, body: api.set_options(owner, body))
+    get(f"{v1}/sd-models", lambda owner: api.sd_models())
+    get(f"{v1}/sd-vae", lambda owner: [{"model_name": name, "filename": str(studio.user_models.vaes.path(name))}
+                                       for name in studio.user_models.vaes.names()])
+    get(f"{v1}/samplers", lambda owner: [{"name": name, "aliases": [], "options": {}} for name in SAMPLER_NAMES])
+    get(f"{v1}/schedulers", lambda owner: list(SCHEDULERS))
+    get(f"{v1}/upscalers", lambda owner: [{"name": "None", "model_name": None, "model_path": None, "model_url": None,
+                                           "scale": 1}, {"name": "Lanczos", "model_name": None, "model_path": None,
+                                                         "model_url": None, "scale": 4}])
+    get(f"{v1}/latent-upscale-modes", lambda owner: [])
+    get(f"{v1}/loras", lambda owner: api.loras())
+    post(f"{v1}/refresh-loras", lambda owner: None, with_body=False)
+    post(f"{v1}/refresh-checkpoints", lambda owner: None, with_body=False)
+    post(f"{v1}/refresh-vae", lambda owner: None, with_body=False)
+    get(f"{v1}/embeddings", lambda owner: api.embeddings())
+    get(f"{v1}/prompt-styles", lambda owner: [])
+    get(f"{v1}/face-restorers", lambda owner: [])
+    get(f"{v1}/hypernetworks", lambda owner: [])
+    get(f"{v1}/realesrgan-models", lambda owner: [])
+    get(f"{v1}/cmd-flags", lambda owner: {"api": True, "listen": studio.settings.host != "127.0.0.1"})
+    get(f"{v1}/scripts", lambda owner: {"txt2img": ["controlnet"], "img2img": []})
+    get(f"{v1}/memory", lambda owner: _memory())
+    post(f"{v1}/interrupt", lambda owner: api.jobs.stop(owner) and None, with_body=False)
+    # A1111's skip ends the current image and goes on with the batch; here it ends the job, keeping
+    # the images that finished (the same as interrupt).
+    post(f"{v1}/skip", lambda owner: api.jobs.stop(owner) and None, with_body=False)
+    post(f"{v1}/png-info", lambda owner, body: _png_info(body))
+
+    async def progress(request: Request):
+        with_image = request.query_params.get("skip_current_image", "false").lower() != "true"
+        return await _answer(request, api, lambda owner: api.progress(owner, with_image))
+    router.add_api_route(f"{v1}/progress", progress, methods=["GET"], include_in_schema=False)
+
+    get("/controlnet/version", lambda owner: {"version": 2})
+    get("/controlnet/model_list", lambda owner: {"model_list": list(CONTROL_MODES)})
+    get("/controlnet/module_list", lambda owner: {"module_list": list(CONTROL_MODULES)})
+    return router.routes
+
+
+def _png_info(body: dict) -> dict:
+    image = decode_image(body.get("image"), "image")
+    text = read_png_infotext(image) or ""
+    prompt, negative, params = parse_infotext(text)
+    parameters = {"Prompt": prompt, "Negative prompt": negative, **params} if text else {}
+    return {"info": text, "items": {"parameters": text} if text else {}, "parameters": parameters}
+
+
+def _memory() -> dict:
+    import psutil
+    import torch
+
+    ram = psutil.virtual_memory()
+    answer = {"ram": {"free": ram.available, "used": ram.total - ram.available, "total": ram.total}}
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        answer["cuda"] = {"system": {"free": free, "used": total - free, "total": total}}
+    else:
+        answer["cuda"] = {"error": "no CUDA GPU"}
+    return answer
