@@ -109,7 +109,10 @@ def test_a_controlnet_unit_runs_the_control_task_and_other_scripts_are_ignored(c
                                    weight=0.8, guidance_end=0.9)
     client.has_adetailer = True  # so it sends ADetailer {"args": [false]} as it does to a real A1111
     try:
-        result = client.txt2img(prompt="a cat", width=64, height=64, seed=2, controlnet_units=[unit])
+        # A new dict: webuiapi's default `alwayson_scripts={}` is shared between calls, so the unit would
+        # stay in every later request of this client (A1111 would then run it too).
+        result = client.txt2img(prompt="a cat", width=64, height=64, seed=2, controlnet_units=[unit],
+                                alwayson_scripts={})
     finally:
         client.has_adetailer = False
     assert "ControlNet: \"scribble, weight 0.8, start 0, end 0.9\"" in result.info["infotexts"][0]
@@ -130,8 +133,23 @@ def test_options_switch_the_model_and_refuse_an_unknown_one(api_url):
     one.post(f"{api_url}/sdapi/v1/options", json={"sd_model_checkpoint": "tiny"})
 
 
-def test_lists_that_clients_read(client, api_url):
-    assert {"tiny-style", "tiny-kohya"} <= {lora["name"] for lora in client.get_loras()}
+def test_webuiapi_sets_and_gets_the_model(client):
+    client.util_set_model("tiny-sdxl", find_closest=False)
+    try:
+        assert client.util_get_current_model() == "tiny-sdxl"
+        assert client.txt2img(prompt="a boat", width=64, height=64, seed=1).info["sd_model_name"] == "./tiny/sdxl-base"
+    finally:
+        client.util_set_model("tiny", find_closest=False)
+
+
+def test_lists_that_clients_read(client, api_url, settings):
+    (settings.loras_dir / "damaged.safetensors").write_bytes(b"not a safetensors file")
+    try:
+        loras = {lora["name"]: lora for lora in client.get_loras()}
+    finally:
+        (settings.loras_dir / "damaged.safetensors").unlink()
+    assert {"tiny-style", "tiny-kohya"} <= set(loras)
+    assert "could not be read" in loras["damaged"]["metadata"]["error"]  # listed, with the reason
     assert "Euler a" in client.util_get_sampler_names() and "tiny" in client.util_get_model_names()
     assert client.get_scripts()["txt2img"] == ["controlnet"]
     assert client.get_face_restorers() == [] and client.get_prompt_styles() == []
@@ -165,7 +183,7 @@ def test_bad_input_gets_a1111s_json_error_that_says_what_to_change(api_url, payl
     assert requests.post(f"{api_url}/sdapi/v1/txt2img", json=FAST, timeout=60).status_code == 200
 
 
-def test_progress_shows_the_callers_job_and_interrupt_stops_it(api_url):
+def test_progress_shows_the_callers_job_and_interrupt_stops_it(api_url, client):
     outcome = {}
 
     def long_job():
@@ -183,7 +201,7 @@ def test_progress_shows_the_callers_job_and_interrupt_stops_it(api_url):
         time.sleep(0.2)
     assert 0 < progress["progress"] < 1 and progress["state"]["sampling_steps"] == 50
     assert decoded(progress["current_image"]).size == (256, 256)
-    assert requests.post(f"{api_url}/sdapi/v1/interrupt").status_code == 200
+    client.interrupt()
     worker.join(120)
     answer = outcome["answer"].json()
     assert answer["images"] == [] and '"interrupted": true' in answer["info"]
@@ -247,3 +265,9 @@ def test_api_off_serves_no_sdapi_routes(settings):
         assert requests.get(f"{url}sdapi/v1/options").status_code == 404
     finally:
         demo.close()
+
+
+def test_the_pages_login_cookie_is_accepted_too(private_api):
+    session = requests.Session()
+    assert session.post(f"{private_api}/login", data={"username": "bob", "password": "pw-bob"}).status_code == 200
+    assert session.get(f"{private_api}/sdapi/v1/options").status_code == 200

@@ -269,9 +269,15 @@ class SdApi:
         return models
 
     def loras(self) -> list[dict]:
-        library = self.studio.manager().loras
-        return [{"name": name, "alias": name, "path": library.info(name).source, "metadata": {}}
-                for name in self.studio.lora_names()]
+        """Every LoRA the caller can name; one that cannot be read says why in its metadata."""
+        listed = []
+        for name in self.studio.lora_names():
+            try:
+                entry = {"path": self.studio.lora_info(name).source, "metadata": {}}
+            except StudioError as exc:
+                entry = {"path": "", "metadata": {"error": str(exc)}}
+            listed.append({"name": name, "alias": name, **entry})
+        return listed
 
     def embeddings(self) -> dict:
         loaded, skipped = {}, {}
