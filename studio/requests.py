@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from PIL import Image
@@ -19,12 +20,19 @@ MAX_PROMPT_CHARS = 10_000
 
 
 def _check_range(label: str, value: float, low: float, high: float, hint: str = "") -> None:
-    if not low <= value <= high:
-        raise RequestError(f"{label} must be between {low:g} and {high:g}, got {value:g}.{hint}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{label} must be a number, got {value!r}.")
+    if not low <= value <= high:  # NaN fails this too
+        raise RequestError(f"{label} must be between {_number(low)} and {_number(high)}, got {_number(value)}.{hint}")
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _check_int(label: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or int(value) != value:
         raise RequestError(f"{label} must be a whole number, got {value!r}.")
     return int(value)
 
@@ -62,7 +70,7 @@ class GenerationRequest:
         for name, weight in self.loras:
             _check_range(f"Weight of LoRA '{name}'", weight, -4, 4)
         steps = _check_int("Steps", self.steps)
-        _check_range("Steps", steps, 1, limits.max_steps, " Lower the number of steps.")
+        _check_range("Steps", steps, 1, limits.max_steps, " Lower the number of steps." if steps > 1 else "")
         _check_range("CFG scale", self.guidance_scale, 0, 30)
         seed = _check_int("Seed", self.seed)
         if seed != -1:

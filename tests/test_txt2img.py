@@ -165,7 +165,7 @@ def test_each_result_says_its_time_and_on_a_gpu_its_memory_peak(studio):
     from studio.generate import Result
 
     result = studio.generate(request())
-    assert 0 < result.seconds < 60 and result.peak_memory_bytes is None  # the CPU reports no device memory
+    assert result.seconds > 0 and result.peak_memory_bytes is None  # the CPU reports no device memory
     assert result.summary() == f"Time taken: {result.seconds:.1f} s"
     on_a_gpu = Result(seconds=3.24, peak_memory_bytes=3 * 2**30, device_memory_bytes=8 * 2**30)
     assert on_a_gpu.summary() == "Time taken: 3.2 s · GPU memory peak: 3.00 of 8.0 GB"
