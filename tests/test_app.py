@@ -6,6 +6,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from tests.conftest import REPO, free_port
 
 
@@ -14,6 +16,7 @@ def run_app(*args, env=None, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_unknown_preset_exits_with_a_clear_message():
     proc = run_app("--preset", "nope")
     out, _ = proc.communicate(timeout=60)
@@ -22,6 +25,7 @@ def test_unknown_preset_exits_with_a_clear_message():
     assert "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_page_comes_up_without_loading_any_weights(tmp_path):
     models = tmp_path / "models"
     port = free_port()
@@ -61,6 +65,7 @@ def test_readme_front_matter_makes_the_repo_a_space():
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in meta["models"]
 
 
+@pytest.mark.slow
 def test_share_offline_says_so_and_keeps_serving_locally(tmp_path):
     port = free_port()
     proc = run_app("--preset", "tiny", "--share", "--port", str(port), "--outputs", str(tmp_path / "out"),
@@ -77,6 +82,7 @@ def test_share_offline_says_so_and_keeps_serving_locally(tmp_path):
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_the_ui_layer_imports_neither_torch_nor_diffusers():
     """DESIGN invariant 3: UI modules build widgets and call the studio; models stay behind it."""
     code = "import sys, studio.ui; print('torch' in sys.modules, 'diffusers' in sys.modules)"

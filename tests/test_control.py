@@ -74,16 +74,13 @@ def test_bad_pose_json_gets_a_message(text, message):
 
 
 def test_pose_detection_loads_the_annotator_folder(studio):
-    """Random weights find random 'people' or none; either way the real controlnet-aux
-    from_pretrained(folder) path ran and the answer is well-formed."""
+    """The tiny annotator's weights are random but fixed (tiny.SEED): on this photo it finds nobody,
+    every time, and says so. The real controlnet-aux from_pretrained(folder) path ran."""
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 64, 3), dtype=np.uint8))
-    try:
-        pose = studio.detect_pose(photo)
-    except RequestError as err:
-        assert "No person was found" in str(err)
-    else:
-        parse_pose(pose)
-        assert (pose["canvas_width"], pose["canvas_height"]) == (64, 96)
+    for _ in range(2):
+        with pytest.raises(RequestError) as err:
+            studio.detect_pose(photo)
+        assert str(err.value) == "No person was found in the photo. Try one where the whole body is visible."
     assert type(studio.manager().annotator()).__name__ == "OpenposeDetector"
 
 

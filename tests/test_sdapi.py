@@ -183,6 +183,7 @@ def test_bad_input_gets_a1111s_json_error_that_says_what_to_change(api_url, payl
     assert requests.post(f"{api_url}/sdapi/v1/txt2img", json=FAST, timeout=60).status_code == 200
 
 
+@pytest.mark.slow
 def test_progress_shows_the_callers_job_and_interrupt_stops_it(api_url, client):
     outcome = {}
 
@@ -233,6 +234,7 @@ def test_an_open_webui_sequence(private_api):
         "sd_model_checkpoint"] == "tiny"
 
 
+@pytest.mark.slow
 def test_one_users_interrupt_does_not_stop_anothers_job(private_api):
     outcome = {}
 

@@ -1,6 +1,5 @@
 """Every tab's endpoint over HTTP with gradio_client, and what bad uploads get."""
 
-import json
 
 import numpy as np
 import pytest
@@ -79,14 +78,11 @@ def test_control_endpoint(client, files):
 
 
 def test_detect_pose_endpoint(client, files):
-    """The tiny annotator has random weights: it finds random people or none; both are answers."""
-    try:
-        pose_text, skeleton = client.predict(photo=handle_file(files / "photo.png"), api_name="/detect_pose")
-    except AppError as err:
-        assert "No person was found in the photo" in str(err)
-    else:
-        pose = json.loads(pose_text)
-        assert pose["canvas_width"] == 64 and Image.open(skeleton).size == (64, 64)
+    """The tiny annotator's weights are random but fixed: on this photo it finds nobody, and the
+    endpoint says so (the skeleton rendering itself is tested in test_control)."""
+    with pytest.raises(AppError) as err:
+        client.predict(photo=handle_file(files / "photo.png"), api_name="/detect_pose")
+    assert str(err.value) == "No person was found in the photo. Try one where the whole body is visible."
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 PNG Info, crash-safe saving, server-side limits and ZeroGPU's decorator off a Space."""
 
 import dataclasses
+import io
 import json
 import signal
 import subprocess
@@ -41,7 +42,9 @@ def private_server(settings, tmp_path_factory):
 
     studio = Studio(dataclasses.replace(settings, outputs_dir=tmp_path_factory.mktemp("private"),
                                         auth=(("ann", "pw-ann"), ("bob", "pw-bob"))))
-    demo, url = launch(studio, auth=list(studio.settings.auth))
+    from studio.ui import app_kwargs
+
+    demo, url = launch(studio, auth=list(studio.settings.auth), app_kwargs=app_kwargs(studio))
     yield studio, url
     demo.close()
 
@@ -80,6 +83,29 @@ def test_history_is_private_to_each_login(private_server):
     assert "bob" not in json.dumps(ann_gallery) + ann_info
 
 
+@pytest.mark.slow
+def test_a_user_cannot_read_anothers_images_by_path(private_server):
+    """The outputs folder is in Gradio's allowed_paths (results are copied from it into Gradio's
+    cache), so its own file route would serve `<task>/<date>/<nnnnn>-<seed>.png` to any login."""
+    studio, url = private_server
+    gallery, _ = Client(url, auth=("ann", "pw-ann"), verbose=False, download_files=False).predict(
+        prompt="ann's private boat", steps=2, seed=5, **FAST, api_name="/txt2img")
+    saved = next(p for p in studio.settings.outputs_dir.rglob("*.png") if "ann's private boat" in
+                 Image.open(p).info.get("parameters", ""))
+    ann, bob = requests.Session(), requests.Session()
+    for session, user in ((ann, "ann"), (bob, "bob")):
+        assert session.post(f"{url}login", data={"username": user, "password": f"pw-{user}"}).ok
+    assert bob.get(f"{url}gradio_api/file={saved}").status_code == 403
+    assert ann.get(f"{url}gradio_api/file={saved}").status_code == 403  # nobody reads it by its path
+    served = ann.get(gallery[0]["image"]["url"])  # the page's copy, in Gradio's cache, named by its content
+    assert served.status_code == 200 and Image.open(io.BytesIO(served.content)).size == (64, 64)
+    outputs = studio.settings.outputs_dir
+    for path in ("/etc/passwd", f"{outputs}/../../../../etc/passwd", f"{outputs}/%2e%2e/%2e%2e/etc/passwd",
+                 "../../etc/passwd", f"{outputs}/history.sqlite3"):
+        answer = bob.get(f"{url}gradio_api/file={path}")
+        assert answer.status_code in (403, 404) and "root:" not in answer.text, path
+
+
 def test_listen_without_auth_warns_and_prints_the_lan_url(tmp_path, models_dir):
     port = free_port()
     proc = subprocess.Popen(
@@ -100,6 +126,7 @@ def test_listen_without_auth_warns_and_prints_the_lan_url(tmp_path, models_dir):
 
 # --- many users at once -----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_clients_with_different_loras_and_presets_each_get_their_own_image(server):
     slow = dict(FAST, width=128, height=128)
     requests = {
@@ -119,6 +146,7 @@ def test_two_clients_with_different_loras_and_presets_each_get_their_own_image(s
     assert "Model: ./tiny/base" in info
 
 
+@pytest.mark.slow
 def test_waiting_users_see_their_place_in_the_queue(server):
     clients = [Client(server, verbose=False) for _ in range(3)]
     jobs = [c.submit(prompt="queue", steps=12, seed=i, **dict(FAST, width=192, height=192), api_name="/txt2img")
@@ -179,6 +207,7 @@ def test_png_info_reads_an_a1111_png_and_fills_text_to_image(client, tmp_path):
     assert (settings["sampler"], settings["width"], settings["height"]) == ("DPM++ 2M Karras", 512, 768)
 
 
+@pytest.mark.slow
 def test_a_save_killed_before_the_rename_leaves_no_half_file_and_no_row(settings, tmp_path):
     outputs = tmp_path / "outputs"
     script = f"""

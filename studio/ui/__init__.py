@@ -17,6 +17,7 @@ from studio.requests import MAX_CLIP_SKIP, txt2img_settings_from_infotext
 from studio.ui import control, history, img2img, inpaint, instruct, pnginfo, txt2img
 from studio.ui.common import NO_VAE, Header, TabHandles
 from studio.ui.header import header_row
+from studio.ui.widgets import user_error
 
 CSS = """
 .generate-button { min-height: 5em; font-size: 1.2em; }
@@ -26,12 +27,18 @@ THEME = gr.themes.Soft(primary_hue="orange")
 
 
 def app_kwargs(studio) -> dict:
-    """The FastAPI arguments `launch` passes to the server: A1111's API routes unless --api off."""
-    if not studio.settings.api:
-        return {}
-    from studio.sdapi import sdapi_routes
+    """The FastAPI arguments `launch` passes to the server: the guard that keeps each user's
+    images their own on the file route, and A1111's API routes unless --api off."""
+    from starlette.middleware import Middleware
 
-    return {"routes": sdapi_routes(studio)}
+    from studio.ui.private_files import PrivateOutputs
+
+    kwargs: dict = {"middleware": [Middleware(PrivateOutputs, outputs_dir=studio.settings.outputs_dir)]}
+    if studio.settings.api:
+        from studio.sdapi import sdapi_routes
+
+        kwargs["routes"] = sdapi_routes(studio)
+    return kwargs
 
 
 def widest_limits(studio) -> Limits:
@@ -76,7 +83,7 @@ def build(studio) -> gr.Blocks:
 
 def _selected_path(gallery, selected) -> str:
     if not gallery:
-        raise gr.Error("There is no image to send yet.")
+        raise user_error("There is no image to send yet.")
     index = selected if isinstance(selected, int) and 0 <= selected < len(gallery) else 0
     item = gallery[index]
     return item[0] if isinstance(item, (tuple, list)) else item
@@ -111,7 +118,7 @@ def _settings_values(text: str, tab: TabHandles) -> list:
     try:
         settings = txt2img_settings_from_infotext(text or "")
     except StudioError as exc:
-        raise gr.Error(str(exc)) from None
+        raise user_error(str(exc)) from None
     keys = ["prompt", "negative_prompt", "steps", "guidance_scale", "seed", "sampler"]
     keys += ["width", "height"] if tab.size else []
     keys += ["hires_fix", "hires_scale", "hires_steps", "hires_denoising"] if tab.hires else []
@@ -158,7 +165,7 @@ def _wire_reuse(studio, tabs, handles: dict[str, TabHandles], header: Header, re
 
     def fill(text, tab_names, index):
         if not text:
-            raise gr.Error("Pick an image first.")
+            raise user_error("Pick an image first.")
         source = tab_names[index] if 0 <= index < len(tab_names) else "txt2img"
         source = source if source in handles else "txt2img"
         updates = []

@@ -18,7 +18,7 @@ from studio.metadata import parse_infotext
 from studio.presets import Defaults, Limits
 from studio.requests import MAX_SEED
 from studio.samplers import SAMPLER_NAMES
-from studio.ui.widgets import ImageInput, NamedSlider, gpu_event_options
+from studio.ui.widgets import ImageInput, NamedSlider, gpu_event_options, user_error
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def lora_picker(studio, preset_box) -> gr.Textbox:
         try:
             choices = ["", *studio.lora_names(preset)]
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise user_error(str(exc)) from None
         return tuple(gr.update(choices=choices) for _ in slots) + (_folder_note(studio),)
 
     refresh.click(refreshed, inputs=preset_box, outputs=[name for name, _ in slots] + [details],
@@ -228,12 +228,12 @@ def run_safely(work):
     try:
         return work()
     except StudioError as exc:
-        raise gr.Error(str(exc)) from None
+        raise user_error(str(exc)) from None
     except gr.Error:
         raise
     except Exception as exc:  # a bug or a library failure: keep serving, say what happened
         log.exception("generation failed")
-        raise gr.Error(f"Generation failed ({type(exc).__name__}: {exc}). The studio is still running.") from None
+        raise user_error(f"Generation failed ({type(exc).__name__}: {exc}). The studio is still running.") from None
 
 
 def shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size, batch_count,
@@ -335,7 +335,7 @@ def fit_to_preset(studio, preset_box: gr.Dropdown, sampling: Sampling, size: tup
         try:
             preset = studio.preset(name)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise user_error(str(exc)) from None
         d, lim = preset.defaults, preset.limits
 
         def slider(value, maximum=None):

@@ -22,7 +22,7 @@ from studio.ui.common import (
     wire_generate,
 )
 from studio.ui.txt2img import size_sliders
-from studio.ui.widgets import ImageInput, NamedSlider, gpu_event_options
+from studio.ui.widgets import ImageInput, NamedSlider, gpu_event_options, user_error
 
 MODE_LABELS = [("Sketch (scribble)", "scribble"), ("Pose (openpose)", "openpose")]
 assert [value for _, value in MODE_LABELS] == list(CONTROL_MODES)
@@ -80,7 +80,7 @@ def create_tab(studio, header, jobs, caps):
     def make_scribble(sketch_value, uploaded):
         source = uploaded if uploaded is not None else (sketch_value or {}).get("composite")
         if source is None:
-            raise gr.Error("Draw something or upload a drawing first.")
+            raise user_error("Draw something or upload a drawing first.")
         return run_safely(lambda: sketch_to_scribble(source))
 
     to_scribble.click(make_scribble, inputs=[sketch, drawing], outputs=control_map, api_visibility="private")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.ui.common import SEND_TARGETS, Results, history_owner
+from studio.ui.widgets import user_error
 
 PER_PAGE = 24
 
@@ -57,7 +58,7 @@ def create_tab(studio):
 
     def remove(page_number, entry_ids, index, request: gr.Request):
         if not entry_ids:
-            raise gr.Error("Nothing to delete on this page.")
+            raise user_error("Nothing to delete on this page.")
         studio.history.delete(history_owner(request), entry_ids[min(index, len(entry_ids) - 1)])
         return show(page_number, request)
 

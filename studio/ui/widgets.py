@@ -6,6 +6,12 @@ import gradio as gr
 from PIL import Image
 
 
+def user_error(message: str) -> gr.Error:
+    """A message for the user, shown in the page or returned over the API. Not printed with a
+    traceback in the server's console: it is an answer, not a failure (failures are logged)."""
+    return gr.Error(message, print_exception=False)
+
+
 class NamedSlider(gr.Slider):
     """A slider whose out-of-range error names the setting and its range.
 
@@ -16,10 +22,12 @@ class NamedSlider(gr.Slider):
     is_template = True  # rendered by Gradio's own slider in the browser
 
     def preprocess(self, payload: float) -> float:
+        if payload is not None and (isinstance(payload, bool) or not isinstance(payload, (int, float))):
+            raise user_error(f"{self.label} must be a number, got {payload!r}.")
         try:
             return super().preprocess(payload)
         except gr.Error:
-            raise gr.Error(
+            raise user_error(
                 f"{self.label} must be between {self.minimum:g} and {self.maximum:g}, got {payload}."
             ) from None
 
@@ -29,8 +37,8 @@ _UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 def _unreadable(label: str, exc: Exception) -> gr.Error:
     if isinstance(exc, Image.DecompressionBombError):
-        return gr.Error(f"{label}: the image is too large to open safely ({exc}). Use one under 64 megapixels.")
-    return gr.Error(f"{label}: the file could not be read as an image ({type(exc).__name__}). "
+        return user_error(f"{label}: the image is too large to open safely ({exc}). Use one under 64 megapixels.")
+    return user_error(f"{label}: the file could not be read as an image ({type(exc).__name__}). "
                     "Upload a PNG, JPEG or WebP picture.")
 
 
