@@ -83,8 +83,11 @@ def sdapi(url: str, path: str, payload) -> dict:
 
 
 def no_traceback(capfd) -> None:
+    """No traceback printed by the server. (A library logger that kept a handle on a stream pytest
+    has since closed prints "--- Logging error ---" with a traceback of its own: not the server's.)"""
     out, err = capfd.readouterr()
-    assert "Traceback" not in out + err, (out + err)[-3000:]
+    text = out + err
+    assert text.count("Traceback") == text.count("--- Logging error ---"), text[-3000:]
 
 
 TXT2IMG_FIELDS = ["steps", "guidance_scale", "width", "height", "seed", "batch_size", "batch_count", "hires_scale",
@@ -161,10 +164,11 @@ def test_hostile_model_names(client, server, settings, tmp_path, capfd):
     try:
         for name in HOSTILE_NAMES:
             assert gradio(client, "/txt2img", **{**FAST, "loras": f"{name}:1"})
-            assert gradio(client, "/txt2img", **{**FAST, "preset": name})
+            assert gradio(client, "/txt2img", **{**FAST, "preset": name}) or name == ""  # "": the default
             if name.strip():
                 assert gradio(client, "/txt2img", **{**FAST, "vae": name})
-            assert "detail" in sdapi(server, "txt2img", {**FAST, "override_settings": {"sd_model_checkpoint": name}})
+            answer = sdapi(server, "txt2img", {**FAST, "override_settings": {"sd_model_checkpoint": name}})
+            assert "detail" in answer or name == ""  # "": the caller's own model
             assert "detail" in sdapi(server, "txt2img", {**FAST, "override_settings": {"sd_vae": name or "x"}})
         from studio.core import Studio
 
@@ -199,8 +203,9 @@ def test_broken_images_at_every_image_input(client, server, bad_files, capfd):
         gradio(client, "/png_info", path=bad)  # any file: "no parameters" is an answer
         data = base64.b64encode((bad_files / name).read_bytes()).decode()
         assert "detail" in sdapi(server, "img2img", {**FAST, "init_images": [data]})
+        # A 1x1 mask is resized to the image; an empty one ("" once encoded) is no mask, as in A1111.
         assert "detail" in sdapi(server, "img2img", {**FAST, "init_images": [_b64(bad_files / "good.png")],
-                                                     "mask": data}) or name == "dot.png"
+                                                     "mask": data}) or name in ("dot.png", "zero.png")
         sdapi(server, "png-info", {"image": data})
     for payload in ({"init_images": []}, {"init_images": ["x"]}, {"init_images": [None]}, {"init_images": "abc"},
                     {"init_images": [_b64(bad_files / "good.png")], "resize_mode": 9}):

@@ -14,6 +14,7 @@ import base64
 import binascii
 import io
 import logging
+import math
 import secrets
 import threading
 import time
@@ -298,6 +299,17 @@ def _control_unit(payload: dict) -> ControlUnit | None:
     return control_unit(payload, CONTROL_MODES)
 
 
+def json_safe(value):
+    """`value` with NaN and infinities (which a client may send, and JSON cannot carry back) as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def _state(done: int, total: int, running: bool) -> dict:
     return {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "" if not running else "1",
             "job_count": int(running), "job_timestamp": "", "job_no": 0, "sampling_step": done,
@@ -329,7 +341,7 @@ async def _answer(request: Request, api: SdApi, work, with_body: bool = False):
             if not isinstance(body, dict):
                 raise ApiError(422, "The request body must be a JSON object.")
             args.append(body)
-        return await run_in_threadpool(work, *args)
+        return JSONResponse(json_safe(await run_in_threadpool(work, *args)))
     except ApiError as exc:
         return _error(exc.status, str(exc))
     except StudioError as exc:

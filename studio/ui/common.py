@@ -18,7 +18,7 @@ from studio.metadata import parse_infotext
 from studio.presets import Defaults, Limits
 from studio.requests import MAX_SEED
 from studio.samplers import SAMPLER_NAMES
-from studio.ui.widgets import ImageInput, NamedSlider, gpu_event_options, user_error
+from studio.ui.widgets import ImageInput, NamedNumber, NamedSlider, gpu_event_options, user_error
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Sampling:
     sampler: gr.Dropdown
     steps: gr.Slider
     guidance: gr.Slider
-    seed: gr.Number
+    seed: NamedNumber
     batch_count: gr.Slider
     batch_size: gr.Slider
     reuse_seed: gr.Button  # ♻️: the seed of the image shown in the results panel
@@ -131,7 +131,7 @@ def sampling_controls(studio, preset_box, defaults: Defaults, caps: Limits, batc
         batch_count = NamedSlider(1, caps.max_batch_count, value=1, step=1, label="Batch count")
         batch_size = NamedSlider(1, caps.max_batch_size, value=1, step=1, label="Batch size")
     with gr.Row(equal_height=True):
-        seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", scale=4)
+        seed = NamedNumber(value=-1, precision=0, label="Seed (-1 = random)", scale=4)
         random_seed = gr.Button("🎲", scale=0, min_width=48)
         reuse_seed = gr.Button("♻️", scale=0, min_width=48)
     random_seed.click(lambda: -1, outputs=seed, api_visibility="private", queue=False)

@@ -65,8 +65,9 @@ def create_tab(studio, header, jobs, caps):
                 width, height = size_sliders(d, caps)
                 sampling = sampling_controls(studio, preset_box, d, caps)
             with gr.Column():
-                control_map = gr.Image(label="Control map (what the ControlNet sees)", type="pil", format="png",
-                                       image_mode="RGB", interactive=False, height=360, elem_id="control-map")
+                # Shown, and the API's `control_image` input: bad uploads get a message (ImageInput).
+                control_map = ImageInput(label="Control map (what the ControlNet sees)", type="pil", format="png",
+                                         image_mode="RGB", interactive=False, height=360, elem_id="control-map")
                 results = results_panel("control", sampling)
 
     def switch_mode(new_mode, text):

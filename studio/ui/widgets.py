@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import gradio as gr
 from PIL import Image
 
@@ -22,7 +24,7 @@ class NamedSlider(gr.Slider):
     is_template = True  # rendered by Gradio's own slider in the browser
 
     def preprocess(self, payload: float) -> float:
-        if payload is not None and (isinstance(payload, bool) or not isinstance(payload, (int, float))):
+        if isinstance(payload, bool) or not isinstance(payload, (int, float)):
             raise user_error(f"{self.label} must be a number, got {payload!r}.")
         try:
             return super().preprocess(payload)
@@ -30,6 +32,18 @@ class NamedSlider(gr.Slider):
             raise user_error(
                 f"{self.label} must be between {self.minimum:g} and {self.maximum:g}, got {payload}."
             ) from None
+
+
+class NamedNumber(gr.Number):
+    """A number box whose bad values (text, NaN, infinities) get a message naming the setting,
+    instead of Gradio's "upstream app raised an exception"."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        if isinstance(payload, bool) or not isinstance(payload, (int, float)) or not math.isfinite(payload):
+            raise user_error(f"{self.label} must be a number, got {payload!r}.")
+        return super().preprocess(payload)
 
 
 _UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
