@@ -3,10 +3,12 @@ that runs a request as one user's job (progress, Stop, messages instead of trace
 
 from __future__ import annotations
 
+import inspect
 import logging
 import queue
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import gradio as gr
 
@@ -41,11 +43,6 @@ class Header:
     preset: gr.Dropdown
     vae: gr.Dropdown
     clip_skip: gr.Slider
-
-    @property
-    def extras(self) -> tuple:
-        """The inputs every generate event ends with (after the tab's own): the API's `vae`, `clip_skip`."""
-        return self.vae, self.clip_skip
 
 
 @dataclass
@@ -86,11 +83,13 @@ class TabHandles:
     results: Results
     row: PromptRow
     sampling: Sampling
-    fit: tuple  # (fn, outputs) fitting the sliders to a preset, for the page's load event
-    size: tuple | None = None  # (width, height) sliders, where the tab has them
-    receiver: object = None  # the image input a send-to button fills
-    mode: object = None  # Control: the mode radio, switched to pose when a photo is sent
-    hires: tuple | None = None  # Text to Image: Hires. fix (enabled, scale, steps, denoising)
+    # (fn, outputs) fitting the sliders to a preset, for the page's load event
+    fit: tuple[Callable[[str], tuple], list[gr.components.Component]]
+    size: tuple[gr.Slider, gr.Slider] | None = None  # (width, height) sliders, where the tab has them
+    receiver: gr.Image | gr.ImageEditor | None = None  # the image input a send-to button fills
+    mode: gr.Radio | None = None  # Control: the mode radio, switched to pose when a photo is sent
+    # Text to Image: Hires. fix (enabled, scale, steps, denoising)
+    hires: tuple[gr.Checkbox, gr.Slider, gr.Slider, gr.Slider] | None = None
 
 
 def job_owner(request: gr.Request | None) -> str:
@@ -299,6 +298,25 @@ def _shown(result):
         gr.Info("Stopped." if not result.paths else f"Stopped: kept the {len(result.paths)} finished image(s).")
     items = [(str(path), None) for path in result.paths]
     return items, (result.infotexts[0] if result.infotexts else ""), result.infotexts
+
+
+def shared_inputs(row: PromptRow, sampling: Sampling, header: Header) -> dict:
+    """The components behind the API arguments every generate handler shares, by argument name."""
+    return {"prompt": row.prompt, "negative_prompt": row.negative, "steps": sampling.steps,
+            "guidance_scale": sampling.guidance, "seed": sampling.seed, "sampler": sampling.sampler,
+            "batch_size": sampling.batch_size, "batch_count": sampling.batch_count, "loras": sampling.loras,
+            "preset": header.preset, "vae": header.vae, "clip_skip": header.clip_skip}
+
+
+def inputs_of(fn, components: dict) -> list:
+    """The inputs of an event, in the order of `fn`'s parameters. The handler's signature is the
+    public API (argument names and order), so the inputs list is made from it: the two cannot drift."""
+    names = [name for name in inspect.signature(fn).parameters if name not in ("request", "progress")]
+    missing = [name for name in names if name not in components]
+    unused = sorted(set(components) - set(names))
+    if missing or unused:
+        raise TypeError(f"{fn.__name__}: no component for {missing}; components for no argument: {unused}")
+    return [components[name] for name in names]
 
 
 def wire_generate(fn, prompt_row_: PromptRow, inputs: list, results: Results, api_name: str, jobs: JobBoard):

@@ -13,11 +13,13 @@ from studio.requests import CONTROL_MODES, ControlRequest
 from studio.ui.common import (
     TabHandles,
     fit_to_preset,
+    inputs_of,
     prompt_row,
     results_panel,
     run_job,
     run_safely,
     sampling_controls,
+    shared_inputs,
     shared_settings,
     wire_generate,
 )
@@ -121,10 +123,9 @@ def create_tab(studio, header, jobs, caps):
                               batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
-    s = sampling
-    wire_generate(control, row, [control_map, row.prompt, row.negative, mode, weight, start, end, s.steps, s.guidance,
-                                 width, height, s.seed, s.sampler, s.batch_size, s.batch_count, s.loras, preset_box,
-                                 *header.extras],
-                  results, "control", jobs)
+    own = {"control_image": control_map, "control_mode": mode, "conditioning_scale": weight, "guidance_start": start,
+           "guidance_end": end, "width": width, "height": height}
+    wire_generate(control, row, inputs_of(control, shared_inputs(row, sampling, header) | own), results, "control",
+                  jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return TabHandles(results, row, sampling, fit, size=(width, height), receiver=photo, mode=mode)

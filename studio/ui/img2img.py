@@ -10,10 +10,12 @@ from studio.ui.common import (
     TabHandles,
     fit_to_preset,
     image_input,
+    inputs_of,
     prompt_row,
     results_panel,
     run_job,
     sampling_controls,
+    shared_inputs,
     shared_settings,
     wire_generate,
 )
@@ -46,10 +48,8 @@ def create_tab(studio, header, jobs, caps):
                               batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
-    s = sampling
-    wire_generate(img2img, row, [image, row.prompt, row.negative, strength, s.steps, s.guidance, s.seed, s.sampler,
-                                 s.batch_size, s.batch_count, resize_mode, width, height, s.loras, preset_box,
-                                 *header.extras],
-                  results, "img2img", jobs)
+    own = {"image": image, "strength": strength, "resize_mode": resize_mode, "width": width, "height": height}
+    wire_generate(img2img, row, inputs_of(img2img, shared_inputs(row, sampling, header) | own), results, "img2img",
+                  jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return TabHandles(results, row, sampling, fit, receiver=image)

@@ -10,10 +10,12 @@ from studio.ui.common import (
     TabHandles,
     fit_to_preset,
     image_input,
+    inputs_of,
     prompt_row,
     results_panel,
     run_job,
     sampling_controls,
+    shared_inputs,
     shared_settings,
     wire_generate,
 )
@@ -68,10 +70,10 @@ def create_inpaint_tab(studio, header, jobs, caps):
                               batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
-    s = sampling
-    wire_generate(inpaint, row, [editor, row.prompt, row.negative, mask_upload, invert, mask_blur, area, padding,
-                                 strength, s.steps, s.guidance, s.seed, s.sampler, s.batch_size, s.batch_count,
-                                 s.loras, preset_box, *header.extras], results, "inpaint", jobs)
+    own = {"image": editor, "mask": mask_upload, "invert_mask": invert, "mask_blur": mask_blur, "inpaint_area": area,
+           "padding": padding, "strength": strength}
+    wire_generate(inpaint, row, inputs_of(inpaint, shared_inputs(row, sampling, header) | own), results, "inpaint",
+                  jobs)
     return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling), receiver=editor)
 
 
@@ -104,8 +106,7 @@ def create_outpaint_tab(studio, header, jobs, caps):
                               batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
-    s = sampling
-    wire_generate(outpaint, row, [image, row.prompt, row.negative, *margins, fill, mask_blur, s.steps, s.guidance,
-                                  s.seed, s.sampler, s.batch_size, s.batch_count, s.loras, preset_box, *header.extras],
-                  results, "outpaint", jobs)
+    own = {"image": image, **dict(zip(("left", "right", "up", "down"), margins)), "fill": fill, "mask_blur": mask_blur}
+    wire_generate(outpaint, row, inputs_of(outpaint, shared_inputs(row, sampling, header) | own), results, "outpaint",
+                  jobs)
     return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling))

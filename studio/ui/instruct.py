@@ -9,10 +9,12 @@ from studio.ui.common import (
     TabHandles,
     fit_to_preset,
     image_input,
+    inputs_of,
     prompt_row,
     results_panel,
     run_job,
     sampling_controls,
+    shared_inputs,
     shared_settings,
     wire_generate,
 )
@@ -43,8 +45,7 @@ def create_tab(studio, header, jobs, caps):
                               batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
-    s = sampling
-    wire_generate(instruct, row, [image, row.prompt, row.negative, image_guidance, s.steps, s.guidance, s.seed,
-                                  s.sampler, s.batch_size, s.batch_count, s.loras, preset_box, *header.extras],
-                  results, "instruct", jobs)
+    own = {"image": image, "image_guidance_scale": image_guidance}
+    wire_generate(instruct, row, inputs_of(instruct, shared_inputs(row, sampling, header) | own), results, "instruct",
+                  jobs)
     return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling), receiver=image)

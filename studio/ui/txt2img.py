@@ -8,10 +8,12 @@ from studio.requests import HIRES_MAX_SCALE, Txt2ImgRequest
 from studio.ui.common import (
     TabHandles,
     fit_to_preset,
+    inputs_of,
     prompt_row,
     results_panel,
     run_job,
     sampling_controls,
+    shared_inputs,
     shared_settings,
     wire_generate,
 )
@@ -61,9 +63,9 @@ def create_tab(studio, header, jobs, caps):
                               batch_count, loras, vae, clip_skip),
         ), preset, request, progress)
 
-    s = sampling
-    wire_generate(txt2img, row, [row.prompt, row.negative, s.steps, s.guidance, width, height, s.seed, s.sampler,
-                                 s.batch_size, s.batch_count, s.loras, preset_box, *hires,
-                                 *header.extras], results, "txt2img", jobs)
+    own = {"width": width, "height": height, **dict(zip(("hires_fix", "hires_scale", "hires_steps", "hires_denoising"),
+                                                         hires))}
+    wire_generate(txt2img, row, inputs_of(txt2img, shared_inputs(row, sampling, header) | own), results, "txt2img",
+                  jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return TabHandles(results, row, sampling, fit, size=(width, height), hires=hires)
