@@ -14,7 +14,7 @@ from pathlib import Path
 
 from studio.checkpoints import CheckpointInfo, config_family, strip_a1111_title
 from studio.control import poses_from_detection
-from studio.errors import PresetError, RequestError
+from studio.errors import PresetError, RequestError, StudioError
 from studio.generate import PreviewCallback, Result, StatusCallback, StepCallback, run
 from studio.history import History
 from studio.imaging import check_image
@@ -53,7 +53,10 @@ class Studio:
     def preset(self, name: str | None = None) -> Preset:
         """A preset, or the preset derived from a checkpoint of the checkpoints folder, with the
         server's caps (STUDIO_CAP_*) applied on top of its own limits."""
-        name = strip_a1111_title(name or self.settings.preset) if isinstance(name, str) or not name else name
+        if not name:
+            name = self.settings.preset
+        if isinstance(name, str):
+            name = strip_a1111_title(name)
         if isinstance(name, str) and name in self.user_models.checkpoints.names():
             preset = self.checkpoint_preset(name)
         else:
@@ -98,24 +101,33 @@ class Studio:
         models = dict(family.models)
         models[info.kind] = str(info.path)
         if info.kind == "base":
-            for other in checkpoints.names():
-                sibling = checkpoints.info(other) if _is_sibling(info.stem, other) else None
-                if sibling and sibling.kind != "base" and (sibling.architecture, sibling.context_dim) == \
-                        (info.architecture, info.context_dim):
-                    models.setdefault(f"{sibling.kind}:checkpoint", str(sibling.path))
-            for kind in ("inpaint", "instruct"):
-                if f"{kind}:checkpoint" in models:
-                    models[kind] = models.pop(f"{kind}:checkpoint")
+            for sibling in self._siblings(info):
+                models[sibling.kind] = str(sibling.path)
         return replace(family, name=name, title=f"{info.stem} ({info.describe()} checkpoint)", models=models,
                        checkpoint=name, description=f"{info.describe()} checkpoint {name}, with {family.title}")
 
+    def _siblings(self, info: CheckpointInfo) -> list[CheckpointInfo]:
+        """The inpainting / instruct checkpoints named after `info` and of its family (the first of
+        each kind); an unreadable file is passed over here, and says why when picked itself."""
+        found: dict[str, CheckpointInfo] = {}
+        for other in self.user_models.checkpoints.names():
+            if not _is_sibling(info.stem, other):
+                continue
+            try:
+                sibling = self.user_models.checkpoints.info(other)
+            except StudioError:
+                continue
+            if sibling.kind != "base" and (sibling.architecture, sibling.context_dim) == \
+                    (info.architecture, info.context_dim):
+                found.setdefault(sibling.kind, sibling)
+        return list(found.values())
+
     def _family_preset(self, info: CheckpointInfo) -> Preset:
-        names = available_presets(self.settings.presets_dir)
-        # The server's preset first, then those with shipped configs, then built ones (tiny).
-        names.sort(key=lambda n: (n != self.settings.preset, (load_preset(n, self.settings.presets_dir)
-                                                               .checkpoint_config or "./").startswith("./")))
-        for candidate in names:
-            preset = load_preset(candidate, self.settings.presets_dir)
+        presets = [load_preset(name, self.settings.presets_dir) for name in self.preset_names()]
+        # The server's preset first, then those with shipped configs, then built ones (tiny: its
+        # configs are built on first use).
+        presets.sort(key=lambda p: (p.name != self.settings.preset, (p.checkpoint_config or "./").startswith("./")))
+        for preset in presets:
             if preset.checkpoint_config is None:
                 continue
             if config_family(checkpoint_config(preset, self.settings.models_dir)) == (info.family, info.context_dim):
