@@ -140,12 +140,17 @@ def _encode_chunk(chunk: _Chunk, index: int, tokenizer, encoder, clip_skip: int,
     finally:
         if hook is not None:
             hook.remove()
+    depth = clip_skip + 1 if sdxl else clip_skip  # how far back from the last hidden state
+    if depth >= len(out.hidden_states):
+        most = len(out.hidden_states) - (2 if sdxl else 1)
+        raise RequestError(f"Clip skip {clip_skip} goes past this model's text encoder, which has "
+                           f"{len(out.hidden_states) - 1} layers: use at most {most}.")
     if sdxl:  # the penultimate layer, as SDXL was trained; Clip skip 2 goes one further
-        hidden = out.hidden_states[-(clip_skip + 1)]
+        hidden = out.hidden_states[-depth]
     elif clip_skip == 1:
         hidden = out.last_hidden_state
     else:  # A1111's Clip skip: an earlier layer, through the final layer norm
-        hidden = _final_norm(encoder)(out.hidden_states[-clip_skip])
+        hidden = _final_norm(encoder)(out.hidden_states[-depth])
     pooled = out.text_embeds if hasattr(out, "text_embeds") and out.text_embeds is not None else None
     return hidden, pooled
 
@@ -245,6 +250,10 @@ def plain_prompts(pipe, prompt: str, negative: str, clip_skip: int = 1) -> Encod
             cut = tokenizer.decode(ids[CHUNK:])
             notes.append(f"The {label} is {len(ids)} tokens; this model reads {CHUNK} with plain prompt syntax, so "
                          f"'{cut[:80]}' was cut. The studio's A1111 syntax setting reads prompts of any length.")
+    layers = _encoders(pipe)[0][1].config.num_hidden_layers
+    if clip_skip > layers:
+        raise RequestError(f"Clip skip {clip_skip} goes past this model's text encoder, which has {layers} layers: "
+                           f"use at most {layers}.")
     if clip_skip > 1:
         if "clip_skip" in inspect.signature(pipe.__call__).parameters:
             kwargs["clip_skip"] = clip_skip - 1  # diffusers counts the layers skipped after the last

@@ -112,6 +112,13 @@ def test_clip_skip_changes_the_image_and_is_written_as_a1111_does(studio):
     assert "Clip skip: 2" in two.infotexts[0] and "Clip skip" not in one.infotexts[0]
     with pytest.raises(RequestError, match="Clip skip must be between 1 and 12, got 13"):
         run(studio, "a red fox", clip_skip=13)
+    # The tiny text encoders have 5 layers: what A1111 allows for SD 1.5 (12) goes past them.
+    with pytest.raises(RequestError, match="Clip skip 12 goes past this model's text encoder, which has 5 layers: "
+                                           "use at most 5"):
+        run(studio, "a red fox", clip_skip=12)
+    assert run(studio, "a red fox", clip_skip=5).images
+    with pytest.raises(RequestError, match="use at most 4"):
+        run(studio, "a red fox", clip_skip=5, preset="tiny-sdxl")
 
 
 def test_sdxl_weighting_and_long_prompts_run(studio):
