@@ -302,14 +302,21 @@ def ensure_built(root: Path) -> Path:
     """
     if is_built(root):
         return root
+    from filelock import FileLock  # huggingface_hub's dependency
+
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root.parent))
-    try:
-        with torch.random.fork_rng():
-            _build_all(staging)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(staging, root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # Two processes (two studios, or parallel test workers) build it once: the second waits here,
+    # then finds it built, instead of deleting the folder the first is reading.
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        if is_built(root):
+            return root
+        staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root.parent))
+        try:
+            with torch.random.fork_rng():
+                _build_all(staging)
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(staging, root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return root

@@ -11,6 +11,9 @@ from pathlib import Path
 # Before anything imports huggingface_hub or gradio: never reach for the network in tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# One thread for torch per test process: the tiny models' ops are too small to gain from two, and
+# with `-n 2` (pytest-xdist) two processes of two threads each fought over two cores (130 s -> 56 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

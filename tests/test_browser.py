@@ -106,7 +106,7 @@ def test_pose_editor_moves_a_joint_where_the_map_is_clicked(page):
     page.get_by_label("Pose (openpose)").check()
     skeleton = page.locator("#control-map img").first
     skeleton.wait_for(state="visible", timeout=60_000)
-    page.wait_for_timeout(500)
+    skeleton.evaluate("img => img.complete && img.naturalWidth > 0 ? true : new Promise(r => img.onload = r)")
     box = skeleton.bounding_box()
     # The default joint is the right wrist; put it at a quarter of the way in from the top left.
     skeleton.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.25})
