@@ -12,7 +12,7 @@ from studio.ui.widgets import NamedSlider
 
 
 def header_row(studio) -> Header:
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=False):
         gr.Markdown("## SD Studio", elem_id="studio-title")
         preset = gr.Dropdown(
             studio.model_names(),
@@ -25,8 +25,8 @@ def header_row(studio) -> Header:
         )
         vae = gr.Dropdown([NO_VAE, *studio.user_models.vaes.names()], value=NO_VAE, label="VAE", scale=2,
                           allow_custom_value=True, elem_id="vae-picker")
-        clip_skip = NamedSlider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", scale=1,
-                                info="2: the text encoder's next-to-last layer (anime models)")
+        clip_skip = NamedSlider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip (2 for most anime models)",
+                                scale=2)
         refresh = gr.Button("🔄", scale=0, min_width=48, elem_id="models-refresh")
     with gr.Accordion("Your checkpoints, VAEs and embeddings", open=False):
         listing = gr.Markdown(describe_user_models(studio), elem_id="user-models")
