@@ -105,3 +105,27 @@ def test_memory_flags_and_their_variables_reach_the_settings(monkeypatch):
     from_env = app.settings_from_args(app.parse_args([]))
     assert (from_env.lowvram, from_env.model_cache_mb, from_env.vram_reserve_mb) == (True, 1500, 512)
     assert app.settings_from_args(app.parse_args(["--model-cache-mb", "900"])).model_cache_mb == 900
+
+
+def test_model_folder_prompt_and_api_flags_and_their_variables_reach_the_settings(monkeypatch, tmp_path):
+    import app
+
+    for name in ("STUDIO_CHECKPOINTS", "STUDIO_VAES", "STUDIO_EMBEDDINGS", "STUDIO_PROMPT_SYNTAX", "STUDIO_DTYPE",
+                 "STUDIO_API"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = app.settings_from_args(app.parse_args([]))
+    assert (defaults.checkpoints_dir.name, defaults.vaes_dir.name, defaults.embeddings_dir.name) == \
+        ("checkpoints", "vae", "embeddings")
+    assert (defaults.prompt_syntax, defaults.dtype, defaults.api) == ("a1111", "auto", True)
+    flagged = app.settings_from_args(app.parse_args([
+        "--checkpoints", str(tmp_path / "c"), "--vaes", str(tmp_path / "v"), "--embeddings", str(tmp_path / "e"),
+        "--prompt-syntax", "plain", "--dtype", "bfloat16", "--api", "off"]))
+    assert (flagged.checkpoints_dir, flagged.vaes_dir, flagged.embeddings_dir) == \
+        (tmp_path / "c", tmp_path / "v", tmp_path / "e")
+    assert (flagged.prompt_syntax, flagged.dtype, flagged.api) == ("plain", "bfloat16", False)
+    monkeypatch.setenv("STUDIO_CHECKPOINTS", str(tmp_path / "env-c"))
+    monkeypatch.setenv("STUDIO_API", "0")
+    monkeypatch.setenv("STUDIO_PROMPT_SYNTAX", "plain")
+    from_env = app.settings_from_args(app.parse_args([]))
+    assert (from_env.checkpoints_dir, from_env.api, from_env.prompt_syntax) == (tmp_path / "env-c", False, "plain")
+    assert app.settings_from_args(app.parse_args(["--api", "on"])).api is True  # the flag over the variable
