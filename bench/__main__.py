@@ -125,7 +125,7 @@ def bench_lora_swaps(studio, args) -> None:
     """Switching LoRA sets in the manager vs reloading the base pipeline from disk."""
     import diffusers
 
-    from studio.models import TASK_PIPELINES
+    from studio.task_specs import TASKS
 
     manager = studio.manager()
     base_folder = manager.resolve("base")
@@ -150,7 +150,7 @@ def bench_lora_swaps(studio, args) -> None:
         count["swaps"] += 1
         activate(set_a if count["swaps"] % 2 else set_b)
 
-    base_class = getattr(diffusers, TASK_PIPELINES[manager.preset.family]["txt2img"])
+    base_class = getattr(diffusers, TASKS["txt2img"].pipelines[manager.preset.family])
     no_checker = {"safety_checker": None, "requires_safety_checker": False} if manager.preset.family == "sd" else {}
 
     def reload():

@@ -57,7 +57,7 @@ def studio_side(preset: str, device: str, outputs: str):
 def naive_side(preset: str, device: str):
     import diffusers
 
-    from studio.models import TASK_PIPELINES, ModelManager, pick_device
+    from studio.models import ModelManager, pick_device
     from studio.presets import load_preset
     from studio.settings import Settings
 
@@ -65,7 +65,9 @@ def naive_side(preset: str, device: str):
     manager = ModelManager(load_preset(preset, settings.presets_dir), settings)  # only to resolve folders
     base, (dev, dtype) = manager.resolve("base"), pick_device(device, settings.dtype)
     family = manager.preset.family
-    pipeline = {task: getattr(diffusers, name).from_pretrained for task, name in TASK_PIPELINES[family].items()}
+    from studio.task_specs import TASKS
+
+    pipeline = {task: getattr(diffusers, spec.pipelines[family]).from_pretrained for task, spec in TASKS.items()}
     load = {"dtype": dtype, **({"safety_checker": None, "requires_safety_checker": False} if family == "sd" else {})}
     unet = diffusers.UNet2DConditionModel.from_pretrained
     image, mask = Image.new("RGB", (64, 64), (100, 150, 200)), Image.new("L", (64, 64), 255)

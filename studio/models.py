@@ -31,29 +31,13 @@ from studio.presets import CONFIGS_DIR, Preset
 from studio.prompt_encoder import Encoded, encode_prompts, plain_prompts
 from studio.samplers import make_scheduler
 from studio.settings import Settings
+from studio.task_specs import TASKS
 
 log = logging.getLogger(__name__)
 # from_pipe(dtype=...) calls .to(dtype) on shared modules, which logs a float32 warning on every
 # request even when nothing is cast; it is noise here, the dtype never changes.
 logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 
-# family -> task -> diffusers pipeline class name
-TASK_PIPELINES = {
-    "sd": {
-        "txt2img": "StableDiffusionPipeline",
-        "img2img": "StableDiffusionImg2ImgPipeline",
-        "inpaint": "StableDiffusionInpaintPipeline",
-        "instruct": "StableDiffusionInstructPix2PixPipeline",
-        "control": "StableDiffusionControlNetPipeline",
-    },
-    "sdxl": {
-        "txt2img": "StableDiffusionXLPipeline",
-        "img2img": "StableDiffusionXLImg2ImgPipeline",
-        "inpaint": "StableDiffusionXLInpaintPipeline",
-        "instruct": "StableDiffusionXLInstructPix2PixPipeline",
-        "control": "StableDiffusionXLControlNetPipeline",
-    },
-}
 UNET_CHANNELS = {"inpaint": 9, "instruct": 8}  # input channels of a specialised checkpoint's UNet
 ANNOTATOR_FILES = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
 PREVIEW_BUDGET_S = 0.25  # the most one live preview through the preview VAE may take
@@ -246,7 +230,7 @@ class ModelManager:
         """The base text-to-image pipeline, loaded on first use."""
         with self._lock:
             if self._base is None:
-                cls = _pipeline_class(TASK_PIPELINES[self.preset.family]["txt2img"])
+                cls = _pipeline_class(TASKS["txt2img"].pipelines[self.preset.family])
                 no_checker = {"safety_checker": None, "requires_safety_checker": False}
                 kwargs = no_checker if self.preset.family == "sd" else {}
                 pipe = self._load(cls, "base", **kwargs)
@@ -362,9 +346,12 @@ class ModelManager:
         """Lend a pipeline for `task` that shares the base weights, has its own scheduler and has
         exactly `loras` active; none stays active after the block.
 
-        inpaint uses the preset's inpaint UNet when it has one, else the base UNet (diffusers runs
-        both); instruct needs the instruct UNet; control adds the ControlNet of `control_mode`."""
-        for role in self.roles_needed(task, control_mode):
+        The task's spec (studio/task_specs.py) names its pipeline class and the models it adds to
+        the base: inpaint the preset's inpaint UNet when it has one (else the base UNet, which
+        diffusers runs too), instruct the instruct UNet, control the ControlNet of `control_mode`."""
+        spec = TASKS[task]
+        roles = spec.roles(self.preset, control_mode)
+        for role in roles:
             self.resolve(role)  # a tab whose model the preset lacks says so before anything loads
         for name, _ in loras:
             self.loras.info(name)  # an unknown or refused LoRA says so before anything loads
@@ -372,16 +359,10 @@ class ModelManager:
             self.user_models.vaes.path(vae)
         with self._lock:
             base = self.base_pipeline()
-            overrides = {}
-            if task == "inpaint" and self.preset.model("inpaint"):
-                overrides["unet"] = self.component("inpaint")
-            elif task == "instruct":
-                overrides["unet"] = self.component("instruct")
-            elif task == "control":
-                overrides["controlnet"] = self.component(f"control.{control_mode}")
+            overrides = spec.overrides(roles, self.component)
             key = (task, control_mode)
             if key not in self._task_pipes:
-                cls = _pipeline_class(TASK_PIPELINES[self.preset.family][task])
+                cls = _pipeline_class(spec.pipelines[self.preset.family])
                 # dtype= is needed: without it from_pipe upcasts the shared modules to fp32 (diffusers #12754).
                 pipe = cls.from_pipe(base, dtype=base.dtype, **overrides)
                 pipe.set_progress_bar_config(disable=True)
@@ -442,14 +423,7 @@ class ModelManager:
         return torch.cuda.max_memory_allocated(self.device), torch.cuda.get_device_properties(self.device).total_memory
 
     def roles_needed(self, task: str, control_mode: str | None = None) -> list[str]:
-        roles = ["base"]
-        if task == "inpaint" and self.preset.model("inpaint"):
-            roles.append("inpaint")
-        elif task == "instruct":
-            roles.append("instruct")
-        elif task == "control":
-            roles.append(f"control.{control_mode}")
-        return roles
+        return TASKS[task].roles(self.preset, control_mode)
 
     def roles_to_load(self, task: str, control_mode: str | None = None) -> list[str]:
         """The models `task` needs that are not in memory now (loading them takes a while)."""
@@ -457,11 +431,9 @@ class ModelManager:
         return [role for role in self.roles_needed(task, control_mode) if role not in loaded]
 
     def _model_ref(self, task: str) -> str:
-        if task in ("inpaint", "outpaint") and self.preset.model("inpaint"):
-            return self.preset.models["inpaint"]
-        if task == "instruct":
-            return self.preset.models.get("instruct", self.base_id)
-        return self.base_id
+        """The model that makes a task's images: its specialised UNet's, else the base."""
+        unet = TASKS[task].unet_role
+        return (self.preset.model(unet) if unet else None) or self.base_id
 
     def model_name(self, task: str, control_mode: str | None = None) -> str:
         """The model a task's images are made with, for their infotext: a hub id, or a checkpoint's

@@ -25,8 +25,8 @@ def header_row(studio) -> Header:
         )
         vae = gr.Dropdown([NO_VAE, *studio.user_models.vaes.names()], value=NO_VAE, label="VAE", scale=2,
                           allow_custom_value=True, elem_id="vae-picker")
-        clip_skip = NamedSlider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip (2 for most anime models)",
-                                scale=2)
+        # A1111's name; 2 is what most anime models want (README: Your models and prompts).
+        clip_skip = NamedSlider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", scale=2)
         refresh = gr.Button("🔄", scale=0, min_width=48, elem_id="models-refresh")
     with gr.Accordion("Your checkpoints, VAEs and embeddings", open=False):
         listing = gr.Markdown(describe_user_models(studio), elem_id="user-models")
