@@ -44,6 +44,19 @@ def sketch_to_scribble(drawing: Image.Image) -> Image.Image:
     return Image.fromarray(np.stack([map_] * 3, axis=-1))
 
 
+def canny_map(photo: Image.Image, low: int = 100, high: int = 200) -> Image.Image:
+    """The white-edges-on-black map the canny ControlNet expects: OpenCV's Canny edge detector
+    (no weights to download) with hysteresis thresholds `low` < `high` on 0-255 gradients."""
+    import cv2
+
+    if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and 0 <= low < high <= 1000):
+        raise RequestError(f"Canny thresholds must satisfy 0 <= low < high <= 1000, got {low} and {high}.")
+    edges = cv2.Canny(np.asarray(photo.convert("L")), float(low), float(high))
+    if not edges.any():
+        raise RequestError("No edges were found in the image: use one with more contrast, or lower the thresholds.")
+    return Image.fromarray(np.stack([edges] * 3, axis=-1))
+
+
 def parse_pose(text: str | dict) -> dict:
     """Validate pose JSON (text or dict); returns the dict. Messages say what is wrong."""
     try:

@@ -17,7 +17,8 @@ CONFIGS_DIR = Path(__file__).resolve().parent / "configs"  # diffusers configs f
 FAMILIES = ("sd", "sdxl")
 
 # Roles a preset can fill; each tab needs one of them. "control.*" are the ControlNets.
-ROLES = ("base", "inpaint", "instruct", "control.scribble", "control.openpose", "pose_annotator", "preview_vae")
+ROLES = ("base", "inpaint", "instruct", "control.scribble", "control.openpose", "control.canny", "pose_annotator",
+         "preview_vae")
 
 # A table whose keys are the user's own names and whose values are strings ([loras]).
 NAMED_STRINGS = "named strings"
@@ -37,7 +38,7 @@ _SCHEMA: dict = {
         "instruct": str,
         "pose_annotator": str,
         "preview_vae": str,
-        "control": {"scribble": str, "openpose": str},
+        "control": {"scribble": str, "openpose": str, "canny": str},
     },
     "loras": NAMED_STRINGS,  # name -> hub id ("org/repo" or "org/repo/file.safetensors") or "./file"
     "defaults": {

@@ -302,12 +302,13 @@ class InstructRequest(GenerationRequest):
         return {"Image CFG scale": float(self.image_guidance_scale)}
 
 
-CONTROL_MODES = ("scribble", "openpose")
+CONTROL_MODES = ("scribble", "openpose", "canny")  # each needs `control.<mode>` in the preset
 
 
 @dataclass(frozen=True)
 class ControlRequest(Txt2ImgRequest):
-    """Text to Image steered by a ControlNet map: a scribble (white on black) or an OpenPose skeleton."""
+    """Text to Image steered by a ControlNet map: a scribble or canny edges (white on black), or an
+    OpenPose skeleton."""
 
     control_image: Image.Image | None = None
     control_mode: str = "scribble"

@@ -11,6 +11,7 @@ Layout under `<models_dir>/tiny/`:
     instruct/unet/      8-channel InstructPix2Pix UNet
     control-scribble/   ControlNetModel
     control-openpose/   ControlNetModel
+    control-canny/      ControlNetModel
     annotators/         body_pose_model.pth, hand_pose_model.pth, facenet.pth (controlnet-aux OpenPose)
     loras/              tiny-style-peft.safetensors (diffusers/PEFT keys), tiny-kohya.safetensors (kohya keys)
     preview-vae/        AutoencoderTiny (TAESD's architecture) for live previews
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 
 # Bump when the models change, so old caches are rebuilt instead of silently reused.
-VERSION = 5
+VERSION = 6
 SEED = 20261121
 _MARKER = "tiny-models.json"
 
@@ -278,7 +279,7 @@ def _build_all(root: Path) -> None:
     _unet(9).save_pretrained(root / "inpaint" / "unet")
     _unet(8).save_pretrained(root / "instruct" / "unet")
     base_unet = UNet2DConditionModel.from_pretrained(root / "base" / "unet")
-    for name in ("control-scribble", "control-openpose"):
+    for name in ("control-scribble", "control-openpose", "control-canny"):
         _controlnet(base_unet).save_pretrained(root / name)
     _build_annotators(root / "annotators")
     _build_loras(root / "loras", root / "base")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from studio.control import move_keypoint, parse_pose, ready_poses, render_pose, sketch_to_scribble
+from studio.control import canny_map, move_keypoint, parse_pose, ready_poses, render_pose, sketch_to_scribble
 from studio.errors import ModelUnavailableError, RequestError
 
 
@@ -33,6 +33,20 @@ def test_strokes_on_a_transparent_canvas_and_ready_maps():
 def test_an_empty_sketch_gets_a_message():
     with pytest.raises(RequestError, match="The sketch is empty"):
         sketch_to_scribble(Image.new("RGB", (16, 16), "white"))
+
+
+def test_canny_edges_are_white_on_black_along_the_outlines_only():
+    photo = Image.new("RGB", (64, 64), (20, 20, 20))
+    ImageDraw.Draw(photo).rectangle((16, 16, 47, 47), fill=(230, 230, 230))
+    edges = np.asarray(canny_map(photo))
+    assert edges.shape == (64, 64, 3) and set(np.unique(edges)) == {0, 255}
+    on = edges[..., 0] > 0
+    assert on[14:18, 16:48].any() and on[46:50, 16:48].any()  # the top and bottom sides
+    assert not on[22:42, 22:42].any() and not on[:8].any()  # nothing inside the square or far outside it
+    with pytest.raises(RequestError, match="No edges were found in the image"):
+        canny_map(Image.new("RGB", (64, 64), (128, 128, 128)))
+    with pytest.raises(RequestError, match="Canny thresholds must satisfy 0 <= low < high <= 1000, got 200 and 100"):
+        canny_map(photo, 200, 100)
 
 
 def test_keypoints_render_exactly_as_controlnet_aux_draws_them():

@@ -177,7 +177,7 @@ def test_instruct_refuses_image_guidance_below_one(studio, photo):
 
 # --- Control --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("mode", ["scribble", "openpose"])
+@pytest.mark.parametrize("mode", ["scribble", "openpose", "canny"])
 def test_control_weight_zero_equals_text_to_image(studio, mode):
     scribble = Image.new("RGB", (64, 64))
     ImageDraw.Draw(scribble).line((5, 5, 60, 60), fill="white", width=4)
@@ -189,6 +189,13 @@ def test_control_weight_zero_equals_text_to_image(studio, mode):
     assert np.abs(pixels(zero.images[0]) - pixels(plain.images[0])).max() <= 1
     assert np.abs(pixels(full.images[0]) - pixels(plain.images[0])).mean() > 1  # the map does steer
     assert f'ControlNet: "{mode}, weight 1, start 0, end 1"' in full.infotexts[0]  # quoted: it has commas
+
+
+def test_canny_needs_a_canny_controlnet_in_the_preset(studio):
+    edges = Image.new("RGB", (64, 64))
+    with pytest.raises(ModelUnavailableError, match="The preset 'tiny-sdxl' has no control.canny model"):
+        studio.generate(ControlRequest(**COMMON, width=64, height=64, control_image=edges, control_mode="canny"),
+                        preset="tiny-sdxl")
 
 
 def test_control_guidance_window_must_be_ordered(studio):

@@ -44,8 +44,8 @@ def test_unknown_key_names_file_and_key(tmp_path):
 def test_unknown_top_level_and_model_role(tmp_path):
     with pytest.raises(PresetError, match="unknown key 'colour'"):
         parse_preset(write(tmp_path, 'colour = "red"\n' + MINIMAL))
-    with pytest.raises(PresetError, match="models.control.canny"):
-        parse_preset(write(tmp_path, MINIMAL + '[models.control]\ncanny = "x/y"\n'))
+    with pytest.raises(PresetError, match="models.control.depth"):  # a mode the studio cannot draw a map for
+        parse_preset(write(tmp_path, MINIMAL + '[models.control]\ndepth = "x/y"\n'))
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,15 @@ def test_a_controlnet_unit_runs_the_control_task_and_other_scripts_are_ignored(c
     finally:
         client.has_adetailer = False
     assert "ControlNet: \"scribble, weight 0.8, start 0, end 0.9\"" in result.info["infotexts"][0]
-    assert client.controlnet_model_list() == ["scribble", "openpose"] and client.controlnet_version() == 2
+    assert client.controlnet_model_list() == ["scribble", "openpose", "canny"] and client.controlnet_version() == 2
+
+
+def test_a_canny_unit_takes_the_edges_of_the_photo(client):
+    photo = Image.new("RGB", (64, 64), (20, 20, 20))
+    ImageDraw.Draw(photo).rectangle((16, 16, 47, 47), fill=(230, 230, 230))
+    unit = webuiapi.ControlNetUnit(image=photo, module="canny", model="control_v11p_sd15_canny [d14c016b]")
+    result = client.txt2img(prompt="a box", width=64, height=64, seed=2, controlnet_units=[unit], alwayson_scripts={})
+    assert 'ControlNet: "canny, weight 1, start 0, end 1"' in result.info["infotexts"][0]
 
 
 def test_options_switch_the_model_and_refuse_an_unknown_one(api_url):

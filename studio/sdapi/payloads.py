@@ -28,7 +28,7 @@ SAMPLER_ALIASES = {
 SCHEDULERS = ({"name": "automatic", "label": "Automatic"}, {"name": "karras", "label": "Karras"})
 RESIZE_MODES = ("Just resize", "Resize and crop", "Resize and pad", "Just resize")  # A1111's 0-3 (3: latent)
 CONTROL_MODULES = ("none", "scribble_pidinet", "scribble_hed", "scribble_xdog", "invert (from white bg & black line)",
-                   "openpose", "openpose_full")
+                   "openpose", "openpose_full", "canny")
 
 
 class ApiError(Exception):

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from studio.control import render_pose, sketch_to_scribble
+from studio.control import canny_map, render_pose, sketch_to_scribble
 from studio.errors import StudioError
 from studio.imaging import resize_image
 from studio.jobs import JobBoard
@@ -253,6 +253,8 @@ class SdApi:
             return unit.image.convert("RGB")
         if unit.module.startswith("openpose"):
             return render_pose(self.studio.detect_pose(unit.image.convert("RGB"), model))
+        if unit.module == "canny":
+            return canny_map(unit.image)
         return sketch_to_scribble(unit.image)
 
     # --- listings -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The Control tab: a ControlNet steered by a sketch (scribble) or a pose (openpose).
+"""The Control tab: a ControlNet steered by a sketch (scribble), a pose (openpose) or the edges
+of a photo (canny).
 
 Poses come from a photo (OpenPose detection), from a skeleton image, or from the built-in pose
 editor: 18 keypoints as JSON, rendered live; pick a joint and click on the skeleton to move it.
@@ -8,7 +9,15 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.control import KEYPOINT_NAMES, format_pose, move_keypoint, ready_poses, render_pose, sketch_to_scribble
+from studio.control import (
+    KEYPOINT_NAMES,
+    canny_map,
+    format_pose,
+    move_keypoint,
+    ready_poses,
+    render_pose,
+    sketch_to_scribble,
+)
 from studio.requests import CONTROL_MODES, ControlRequest
 from studio.ui.common import (
     TabHandles,
@@ -26,7 +35,8 @@ from studio.ui.common import (
 from studio.ui.txt2img import size_sliders
 from studio.ui.widgets import ImageInput, NamedSlider, gpu_event_options, user_error
 
-MODE_LABELS = [("Sketch (scribble)", "scribble"), ("Pose (openpose)", "openpose")]
+MODE_LABELS = [("Sketch (scribble)", "scribble"), ("Pose (openpose)", "openpose"),
+               ("Edges of a photo (canny)", "canny")]
 assert [value for _, value in MODE_LABELS] == list(CONTROL_MODES)
 
 
@@ -60,6 +70,13 @@ def create_tab(studio, header, jobs, caps):
                     pose_json = gr.Code(format_pose(first_pose) if first_pose else "", language="json",
                                         label="Pose keypoints (OpenPose JSON: x, y, confidence per joint; editable)",
                                         lines=8, max_lines=14, elem_id="control-pose-json")
+                with gr.Group(visible=False) as canny_group:
+                    edges_photo = ImageInput(label="Photo to take the edges from", type="pil", image_mode="RGB",
+                                             sources=["upload", "clipboard"], height=220, elem_id="control-edges-photo")
+                    with gr.Row():
+                        low = NamedSlider(1, 255, value=100, step=1, label="Canny low threshold")
+                        high = NamedSlider(1, 255, value=200, step=1, label="Canny high threshold")
+                    find_edges = gr.Button("Find the edges")
                 weight = NamedSlider(0, 2, value=1.0, step=0.05, label="Control weight")
                 with gr.Row():
                     start = NamedSlider(0, 1, value=0.0, step=0.01, label="Guidance start")
@@ -75,10 +92,19 @@ def create_tab(studio, header, jobs, caps):
     def switch_mode(new_mode, text):
         """Show the mode's inputs; in pose mode the map starts as the current pose."""
         pose_map = run_safely(lambda: render_pose(text)) if new_mode == "openpose" and text else None
-        return gr.update(visible=new_mode == "scribble"), gr.update(visible=new_mode == "openpose"), pose_map
+        return (gr.update(visible=new_mode == "scribble"), gr.update(visible=new_mode == "openpose"),
+                gr.update(visible=new_mode == "canny"), pose_map)
 
-    mode.change(switch_mode, inputs=[mode, pose_json], outputs=[sketch_group, pose_group, control_map],
+    mode.change(switch_mode, inputs=[mode, pose_json], outputs=[sketch_group, pose_group, canny_group, control_map],
                 api_visibility="private")
+
+    def make_edges(photo, low_threshold, high_threshold):
+        if photo is None:
+            raise user_error("Upload a photo to take the edges from first.")
+        return run_safely(lambda: canny_map(photo, low_threshold, high_threshold))
+
+    for trigger in (find_edges.click, edges_photo.upload):
+        trigger(make_edges, inputs=[edges_photo, low, high], outputs=control_map, api_visibility="private")
 
     def make_scribble(sketch_value, uploaded):
         source = uploaded if uploaded is not None else (sketch_value or {}).get("composite")
