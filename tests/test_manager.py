@@ -107,6 +107,7 @@ def test_out_of_memory_is_reported_and_the_next_request_works(studio, monkeypatc
     assert len(run(studio).images) == 1
 
 
+@pytest.mark.slow  # three rounds of evicting and reloading: a long job
 def test_loras_on_an_evicted_and_reloaded_model_stay_exact(settings):
     """Inpaint with a LoRA, evict the inpaint UNet (Instruct needs the room), load it again:
     the LoRA gives the same image as before, and no LoRA the plain image."""
