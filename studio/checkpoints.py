@@ -27,6 +27,7 @@ from studio.errors import RequestError
 from studio.folders import ModelFolder, file_sha256
 from studio.presets import CONFIGS_DIR
 
+OWN_VAE = "Automatic"  # A1111's name for "the model's own VAE" (its picker's first choice, its API's sd_vae)
 ARCHITECTURES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 KINDS = {4: "base", 9: "inpaint", 8: "instruct"}  # UNet input channels -> what the model does
 _UNET = "model.diffusion_model."
@@ -99,7 +100,7 @@ class CheckpointFolder:
         # Hashing a 2-7 GB file takes seconds: the hashes are kept in a JSON file (A1111 keeps one
         # too), keyed by path, size and modification time, so each file is read once, ever.
         self._hash_cache = hash_cache
-        self._hashes: dict[str, str] = {}  # when there is no file to keep them in
+        self._hashes: dict[str, str] = {}  # what this process knows; the file may know more
 
     def names(self) -> list[str]:
         return self.files.names()
@@ -122,27 +123,28 @@ class CheckpointFolder:
         """A1111's "Model hash": the first 10 hex digits of the file's sha256."""
         key = "|".join(map(str, _file_key(path)))
         with self._lock:
-            known = self._read_hashes()
-            if key not in known:
-                known[key] = file_sha256(path)[:10]
-                self._write_hashes(known)
-            return known[key]
+            if key not in self._hashes:  # another process (or an earlier run) may have hashed it
+                self._hashes.update(self._read_hash_file())
+            if key not in self._hashes:
+                self._hashes[key] = file_sha256(path)[:10]
+                self._write_hash_file()
+            return self._hashes[key]
 
-    def _read_hashes(self) -> dict[str, str]:
+    def _read_hash_file(self) -> dict[str, str]:
         if self._hash_cache is None:
-            return self._hashes
+            return {}
         try:
             known = json.loads(self._hash_cache.read_text())
             return known if isinstance(known, dict) else {}
         except (OSError, ValueError):
             return {}
 
-    def _write_hashes(self, known: dict[str, str]) -> None:
+    def _write_hash_file(self) -> None:
         if self._hash_cache is None:
             return
         self._hash_cache.parent.mkdir(parents=True, exist_ok=True)
         partial = self._hash_cache.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(json.dumps(known, indent=0))
+        partial.write_text(json.dumps({**self._read_hash_file(), **self._hashes}, indent=0))
         os.replace(partial, self._hash_cache)
 
 
@@ -168,7 +170,7 @@ def _clip_tokenizer_files() -> tuple[str, str]:
     merges = [line for line in merges_text.splitlines()[1:] if line]
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     symbols = [chr(b) for b in printable]
-    symbols += [chr(256 + i) for i, _ in enumerate(b for b in range(256) if b not in printable)]
+    symbols += [chr(256 + i) for i in range(256 - len(printable))]  # the other bytes, in order
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     return json.dumps({token: i for i, token in enumerate(vocab)}, ensure_ascii=False), merges_text

@@ -54,6 +54,14 @@ def is_sdxl(pipe) -> bool:
     return hasattr(pipe, "text_encoder_2")
 
 
+def _slots(pipe) -> list[tuple[int, object, object]]:
+    """(embedding slot, tokenizer, text encoder) of each text encoder: slot 0 is SD's encoder or
+    SDXL's first (`clip_l`), slot 1 SDXL's second (`clip_g`). An SDXL pipeline without its first
+    encoder (a refiner) has only slot 1."""
+    offset = 1 if is_sdxl(pipe) and getattr(pipe, "text_encoder", None) is None else 0
+    return [(index + offset, tokenizer, encoder) for index, (tokenizer, encoder) in enumerate(_encoders(pipe))]
+
+
 class _Chunker:
     """Turns parsed (text, weight) pieces into chunks of token ids with weights."""
 
@@ -118,7 +126,7 @@ def _final_norm(encoder):
     return getattr(getattr(encoder, "text_model", encoder), "final_layer_norm")
 
 
-def _encode_chunk(chunk: _Chunk, index: int, tokenizer, encoder, clip_skip: int, sdxl: bool, device):
+def _encode_chunk(chunk: _Chunk, slot: int, tokenizer, encoder, clip_skip: int, sdxl: bool, device):
     """(hidden states (1, 77, width), pooled or None) of one chunk through one text encoder."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = [tokenizer.bos_token_id, *chunk.tokens, tokenizer.eos_token_id]
@@ -129,7 +137,7 @@ def _encode_chunk(chunk: _Chunk, index: int, tokenizer, encoder, clip_skip: int,
     def put_vectors(module, inputs, output):
         output = output.clone()
         for offset, embedding in chunk.fixes:
-            vectors = embedding.vectors_for(sdxl, index, width)
+            vectors = embedding.vectors_for(sdxl, slot, width)
             if vectors is not None:
                 output[:, 1 + offset:1 + offset + len(vectors)] = vectors.to(output)
         return output
@@ -151,7 +159,7 @@ def _encode_chunk(chunk: _Chunk, index: int, tokenizer, encoder, clip_skip: int,
         hidden = out.last_hidden_state
     else:  # A1111's Clip skip: an earlier layer, through the final layer norm
         hidden = _final_norm(encoder)(out.hidden_states[-depth])
-    pooled = out.text_embeds if hasattr(out, "text_embeds") and out.text_embeds is not None else None
+    pooled = getattr(out, "text_embeds", None)  # SDXL's second encoder (with projection) only
     return hidden, pooled
 
 
@@ -171,14 +179,11 @@ def _emphasis(hidden: torch.Tensor, weights: list[float]) -> torch.Tensor:
 
 def _encode(pipe, chunks: list[_Chunk], clip_skip: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     sdxl = is_sdxl(pipe)
-    encoders = _encoders(pipe)
-    # SDXL pipelines without the first encoder (a refiner) read the second one's vectors.
-    offset = 1 if sdxl and getattr(pipe, "text_encoder", None) is None else 0
     hidden_chunks, pooled = [], None
     for number, chunk in enumerate(chunks):
         parts = []
-        for index, (tokenizer, encoder) in enumerate(encoders):
-            hidden, chunk_pooled = _encode_chunk(chunk, index + offset, tokenizer, encoder, clip_skip, sdxl, device)
+        for slot, tokenizer, encoder in _slots(pipe):
+            hidden, chunk_pooled = _encode_chunk(chunk, slot, tokenizer, encoder, clip_skip, sdxl, device)
             parts.append(hidden)
             if number == 0 and chunk_pooled is not None:
                 pooled = chunk_pooled
@@ -200,15 +205,13 @@ def _chunks(pipe, prompt: str, embeddings: dict[str, Embedding]) -> list[_Chunk]
 
 def _usable(found: list[Embedding], pipe, notes: list[str]) -> dict[str, Embedding]:
     """The embeddings that fit this model's text encoders; a note for each that does not."""
-    encoders = _encoders(pipe)
-    offset = 1 if is_sdxl(pipe) and getattr(pipe, "text_encoder", None) is None else 0
+    widths = [(slot, encoder.get_input_embeddings().weight.shape[1]) for slot, _, encoder in _slots(pipe)]
     usable = {}
     for embedding in found:
-        widths = [enc.get_input_embeddings().weight.shape[1] for _, enc in encoders]
-        if all(embedding.vectors_for(is_sdxl(pipe), i + offset, w) is not None for i, w in enumerate(widths)):
+        if all(embedding.vectors_for(is_sdxl(pipe), slot, width) is not None for slot, width in widths):
             usable[embedding.name] = embedding
         else:
-            model = "SDXL" if is_sdxl(pipe) else f"SD 1.x/2.x with a {widths[0]}-wide text encoder"
+            model = "SDXL" if is_sdxl(pipe) else f"SD 1.x/2.x with a {widths[0][1]}-wide text encoder"
             notes.append(f"Embedding '{embedding.describe()}' does not fit this model ({model}): "
                          f"'{embedding.name}' was read as plain text.")
     return usable

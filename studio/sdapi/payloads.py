@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from studio.checkpoints import OWN_VAE
 from studio.samplers import SAMPLER_NAMES
 
 # A1111's sampler names and the k-diffusion aliases its API accepts -> ours.
@@ -117,7 +118,7 @@ def overrides_of(payload: dict) -> Overrides:
 
 def vae_name(value: str | None) -> str:
     """A1111's "Automatic" / "None" mean the model's own VAE."""
-    return "" if value in (None, "", "Automatic", "None", "auto") else value
+    return "" if value in (None, "", OWN_VAE, "None", "auto") else value
 
 
 def shared_fields(payload: dict, defaults) -> dict:

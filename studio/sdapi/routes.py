@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from studio.checkpoints import OWN_VAE
 from studio.control import canny_map, render_pose, sketch_to_scribble
 from studio.errors import StudioError
 from studio.imaging import resize_image
@@ -47,6 +48,7 @@ from studio.sdapi.payloads import (
     SCHEDULERS,
     ApiError,
     ControlUnit,
+    control_unit,
     decode_image,
     encode_png,
     get_field,
@@ -58,7 +60,6 @@ from studio.sdapi.payloads import (
 )
 
 log = logging.getLogger(__name__)
-NO_VAE = "Automatic"
 
 
 @dataclass
@@ -115,7 +116,7 @@ class SdApi:
         with self._lock:
             if owner not in self._options:
                 self._options[owner] = {
-                    "sd_model_checkpoint": self.settings.preset, "sd_vae": NO_VAE, "CLIP_stop_at_last_layers": 1,
+                    "sd_model_checkpoint": self.settings.preset, "sd_vae": OWN_VAE, "CLIP_stop_at_last_layers": 1,
                     "samples_format": "png", "sd_checkpoint_hash": None, "save_images": True,
                 }
             return dict(self._options[owner])
@@ -128,7 +129,7 @@ class SdApi:
             model = get_field(changes, "sd_model_checkpoint", str, options["sd_model_checkpoint"])
             self.studio.preset(model)  # an unknown or refused model says so
         if "sd_vae" in changes:
-            vae = get_field(changes, "sd_vae", str, NO_VAE)
+            vae = get_field(changes, "sd_vae", str, OWN_VAE)
             if vae_name(vae):
                 self.studio.user_models.vaes.path(vae_name(vae))
         if "CLIP_stop_at_last_layers" in changes:
@@ -202,7 +203,7 @@ class SdApi:
             hires = {"hires_fix": True, "hires_scale": scale, "hires_steps": get_field(payload, "hr_second_pass_steps",
                                                                                    int, 0),
                      "hires_denoising": get_field(payload, "denoising_strength", float, 0.7)}
-        unit = _control_unit(payload)
+        unit = control_unit(payload, CONTROL_MODES)
         if unit is None:
             request = Txt2ImgRequest(width=width, height=height, **hires, **shared)
         else:
@@ -213,7 +214,7 @@ class SdApi:
 
     def img2img(self, owner: str, payload: dict) -> dict:
         model, shared = self._model_and_shared(owner, payload)
-        if _control_unit(payload) is not None:
+        if control_unit(payload, CONTROL_MODES) is not None:
             raise ApiError(422, "ControlNet units work with txt2img here; send the unit to /sdapi/v1/txt2img.")
         images = get_field(payload, "init_images", list, [])
         if not images:
@@ -295,12 +296,6 @@ class SdApi:
         return {"loaded": loaded, "skipped": skipped}
 
 
-def _control_unit(payload: dict) -> ControlUnit | None:
-    from studio.sdapi.payloads import control_unit
-
-    return control_unit(payload, CONTROL_MODES)
-
-
 def json_safe(value):
     """`value` with NaN and infinities (which a client may send, and JSON cannot carry back) as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -375,8 +370,8 @@ def sdapi_routes(studio) -> list:
     get(f"{v1}/options", api.options)
     post(f"{v1}/options", lambda owner, body: api.set_options(owner, body))
     get(f"{v1}/sd-models", lambda owner: api.sd_models())
-    get(f"{v1}/sd-vae", lambda owner: [{"model_name": name, "filename": str(studio.user_models.vaes.path(name))}
-                                       for name in studio.user_models.vaes.names()])
+    get(f"{v1}/sd-vae", lambda owner: [{"model_name": name, "filename": str(path)}
+                                       for name, path in sorted(studio.user_models.vaes.files.files().items())])
     get(f"{v1}/samplers", lambda owner: [{"name": name, "aliases": [], "options": {}} for name in SAMPLER_NAMES])
     get(f"{v1}/schedulers", lambda owner: list(SCHEDULERS))
     get(f"{v1}/upscalers", lambda owner: [{"name": "None", "model_name": None, "model_path": None, "model_url": None,

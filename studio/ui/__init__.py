@@ -9,13 +9,14 @@ from __future__ import annotations
 import gradio as gr
 
 from studio import zerogpu
+from studio.checkpoints import OWN_VAE
 from studio.errors import StudioError
 from studio.jobs import JobBoard
 from studio.metadata import parse_infotext
 from studio.presets import Limits
 from studio.requests import MAX_CLIP_SKIP, txt2img_settings_from_infotext
 from studio.ui import control, history, img2img, inpaint, instruct, pnginfo, txt2img
-from studio.ui.common import NO_VAE, Header, TabHandles
+from studio.ui.common import Header, TabHandles
 from studio.ui.header import header_row
 from studio.ui.widgets import user_error
 
@@ -145,7 +146,7 @@ def _header_values(studio, text: str) -> list:
         gr.Warning(missing)
     vae = params.get("VAE")
     if vae is None:
-        vae_value = NO_VAE
+        vae_value = OWN_VAE
     elif vae in studio.user_models.vaes.names():
         vae_value = vae
     else:

@@ -13,6 +13,7 @@ from typing import Callable
 import gradio as gr
 
 from studio import zerogpu
+from studio.checkpoints import OWN_VAE
 from studio.errors import StudioError
 from studio.jobs import JobBoard
 from studio.loras import format_lora_list, parse_lora_list
@@ -30,9 +31,6 @@ SEND_TARGETS = {  # target tab id -> button label
     "instruct": "→ Instruct",
     "control": "→ Control (pose from it)",
 }
-
-
-NO_VAE = "Automatic"  # A1111's name for "the model's own VAE"
 
 
 @dataclass
@@ -241,7 +239,7 @@ def shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sample
     return dict(prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps,
                 guidance_scale=guidance_scale, seed=-1 if seed is None else seed, sampler=sampler,
                 batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
-                vae="" if vae in (None, NO_VAE) else vae, clip_skip=1 if clip_skip is None else clip_skip)
+                vae="" if vae in (None, OWN_VAE) else vae, clip_skip=1 if clip_skip is None else clip_skip)
 
 
 def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: gr.Request | None,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import gradio as gr
 
+from studio.checkpoints import OWN_VAE
 from studio.errors import StudioError
+from studio.folders import PICKLE_REASON
 from studio.requests import MAX_CLIP_SKIP
-from studio.ui.common import NO_VAE, Header
+from studio.ui.common import Header
 from studio.ui.widgets import NamedSlider
 
 
@@ -23,7 +25,7 @@ def header_row(studio) -> Header:
             scale=3,
             elem_id="model-picker",
         )
-        vae = gr.Dropdown([NO_VAE, *studio.user_models.vaes.names()], value=NO_VAE, label="VAE", scale=2,
+        vae = gr.Dropdown([OWN_VAE, *studio.user_models.vaes.names()], value=OWN_VAE, label="VAE", scale=2,
                           allow_custom_value=True, elem_id="vae-picker")
         # A1111's name; 2 is what most anime models want (README: Your models and prompts).
         clip_skip = NamedSlider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", scale=2)
@@ -31,11 +33,11 @@ def header_row(studio) -> Header:
     with gr.Accordion("Your checkpoints, VAEs and embeddings", open=False):
         listing = gr.Markdown(describe_user_models(studio), elem_id="user-models")
 
-    def refreshed(current):
-        return (gr.update(choices=studio.model_names()), gr.update(choices=[NO_VAE, *studio.user_models.vaes.names()]),
+    def refreshed():
+        return (gr.update(choices=studio.model_names()), gr.update(choices=[OWN_VAE, *studio.user_models.vaes.names()]),
                 describe_user_models(studio))
 
-    refresh.click(refreshed, inputs=preset, outputs=[preset, vae, listing], api_visibility="private", queue=False)
+    refresh.click(refreshed, outputs=[preset, vae, listing], api_visibility="private", queue=False)
     return Header(preset, vae, clip_skip)
 
 
@@ -49,11 +51,11 @@ def describe_user_models(studio) -> str:
             lines.append(f"- {name}: {models.checkpoints.info(name).describe()}")
         except StudioError as exc:
             lines.append(f"- {name}: {exc}")
-    lines += [f"- {name}: not loaded, pickles can run code when loaded" for name in models.checkpoints.refused()]
+    lines += [f"- {name}: not loaded, {PICKLE_REASON}" for name in models.checkpoints.refused()]
     lines.append(f"\n**VAEs** (`{models.vaes.files.folder}`): " + (", ".join(models.vaes.names()) or "none"))
     lines.append(f"\n**Embeddings** (`{models.embeddings.files.folder}`; write the name in a prompt to use one):")
     lines += [f"- {line}" for line in models.embeddings.describe_all()] or ["- none"]
     refused = models.vaes.refused() + models.embeddings.files.refused()
     if refused:
-        lines.append("\nNot loaded, pickles can run code when loaded: " + ", ".join(refused))
+        lines.append(f"\nNot loaded, {PICKLE_REASON}: " + ", ".join(refused))
     return "\n".join(lines)
