@@ -12,7 +12,7 @@ import socket
 import sys
 
 from studio import zerogpu  # noqa: F401  (imports `spaces` before anything touches CUDA, when present)
-from studio.errors import PresetError
+from studio.errors import BackendError, PresetError
 from studio.settings import Settings
 
 log = logging.getLogger("studio")
@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api", choices=["on", "off"],
                         help="AUTOMATIC1111's HTTP API under /sdapi/v1, for Open WebUI, SillyTavern, webuiapi "
                              "(default on; it obeys --auth)")
+    parser.add_argument("--workers", type=int,
+                        help="render on N Ray Serve replicas (one GPU each, CPU replicas where there is none) "
+                             "started on this machine; needs `pip install \"ray[serve]\"` (see README, Scale out)")
+    parser.add_argument("--ray-address", dest="ray_address",
+                        help="render on an existing Ray cluster (ray start --head, KubeRay) at this address, "
+                             "e.g. ray://head:10001 or auto")
     parser.add_argument("--lowvram", action="store_true",
                         help="keep weights in RAM, each model on the GPU only while it runs (slower, for 4-6 GB GPUs)")
     return parser.parse_args(argv)
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         studio = Studio(settings)
-    except PresetError as exc:
+    except (PresetError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("SPACE_ID"):

@@ -1,47 +1,50 @@
 """The Studio: the one object app.py makes and every tab calls. It holds no per-user state.
 
-Each request names its preset, so two users of one server can use different models; the managers
-share one lock, so GPU work is serialised across them.
+It is the front end's half of generation: it resolves the preset a request names (so two users
+of one server can use different models), validates the request, hands it to its Backend (this
+process, a ZeroGPU worker or Ray replicas: studio/backends/) and saves what comes back, with its
+history row. The managers of the local pool share one lock, so this process's GPU work is
+serialised.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections import OrderedDict
-from dataclasses import replace
+import time
+from dataclasses import fields, replace
 from pathlib import Path
 
+from studio.backends import choose_backend
 from studio.checkpoints import CheckpointInfo, config_family, strip_a1111_title
 from studio.control import poses_from_detection
 from studio.errors import PresetError, RequestError, StudioError
-from studio.generate import PreviewCallback, Result, StatusCallback, StepCallback, run
 from studio.history import History
 from studio.imaging import check_image
 from studio.loras import LoraInfo, LoraLibrary
-from studio.model_cache import free_memory
-from studio.models import ModelManager, UserModels, checkpoint_config, lora_library
+from studio.model_pool import ModelPool
+from studio.models import ModelManager, checkpoint_config
 from studio.outputs import OutputStore
 from studio.presets import Preset, available_presets, load_preset
+from studio.rendering import JobEvents, PreviewCallback, Rendered, Result, StatusCallback, StepCallback
 from studio.requests import GenerationRequest
 from studio.settings import Settings
 
 
 class Studio:
-    def __init__(self, settings: Settings, max_loaded_presets: int = 1):
+    def __init__(self, settings: Settings, max_loaded_presets: int = 1, backend=None):
+        """`backend`: where generation runs; by default the one the settings ask for
+        (studio.backends.choose_backend: this process unless --workers/--ray-address or ZeroGPU)."""
         self.settings = settings
-        self.user_models = UserModels.from_settings(settings)
+        # This process's models: what LocalBackend and ZeroGPUBackend render with, and the pose
+        # annotator and LoRA descriptions use whatever the backend.
+        self.pool = ModelPool(settings, max_loaded_presets)
+        self.user_models = self.pool.user_models
         self.default_preset = self.preset(settings.preset)  # fails fast on a bad name
         self.outputs = OutputStore(settings.outputs_dir)
         self.outputs.remove_partial_files()  # left by a process killed while saving
         self.history = History(settings.outputs_dir / "history.sqlite3", shared=settings.shared_history)
-        self._gpu_lock = threading.RLock()
-        self._managers: OrderedDict[str, ModelManager] = OrderedDict()
-        # One LoRA library per preset, shared by its manager and the picker's descriptions, so a
-        # file is read, hashed and cached once however often the picker asks about it.
-        self._libraries: dict[str, LoraLibrary] = {}
-        self._libraries_lock = threading.Lock()  # not the GPU lock: the picker must not wait for a job
-        self._max_loaded = max_loaded_presets
+        self.backend = backend or choose_backend(settings, self.pool)
 
     def preset_names(self) -> list[str]:
         return available_presets(self.settings.presets_dir)
@@ -138,21 +141,8 @@ class Studio:
         )
 
     def manager(self, preset_name: str | None = None) -> ModelManager:
-        """The manager of a preset, made on first use. Only `max_loaded_presets` stay loaded:
-        switching to another preset lets the least recently used one go, so two model families
-        never sit in GPU memory at once by accident."""
-        preset = self.preset(preset_name)
-        with self._gpu_lock:
-            if preset.name in self._managers:
-                self._managers.move_to_end(preset.name)
-                return self._managers[preset.name]
-            while len(self._managers) >= self._max_loaded:
-                self._managers.popitem(last=False)
-                free_memory()
-            manager = ModelManager(preset, self.settings, lock=self._gpu_lock, library=self._lora_library(preset),
-                                   user_models=self.user_models)
-            self._managers[preset.name] = manager
-            return manager
+        """This process's manager of a preset (loaded on first use; see ModelPool)."""
+        return self.pool.manager(self.preset(preset_name))
 
     def generate(
         self,
@@ -164,13 +154,18 @@ class Studio:
         on_preview: PreviewCallback | None = None,
         on_status: StatusCallback | None = None,
     ) -> Result:
-        """Run any task's request with the preset it names (the server's default when None), and
-        record its images in `owner`'s history."""
-        manager = self.manager(preset)
+        """Run any task's request with the preset it names (the server's default when None) on the
+        backend, save its images and record them in `owner`'s history."""
+        started = time.perf_counter()
+        resolved = self.preset(preset)
         request = request.with_prompt_loras()
-        request.validate(manager.preset.limits)
-        result = run(manager, request, self.outputs, on_step, stop, on_preview, on_status)
-        self.history.add_many(owner, request.task, list(zip(result.paths, result.seeds, result.infotexts)))
+        request.validate(resolved.limits)
+        rendered = self.backend.submit(request, resolved, JobEvents(on_step, on_preview, on_status, stop))
+        paths = [self.outputs.save(image, infotext, request.task, seed)
+                 for image, infotext, seed in zip(rendered.images, rendered.infotexts, rendered.seeds)]
+        self.history.add_many(owner, request.task, list(zip(paths, rendered.seeds, rendered.infotexts)))
+        result = Result(**{f.name: getattr(rendered, f.name) for f in fields(Rendered)}, paths=paths)
+        result.seconds = time.perf_counter() - started
         return result
 
     def lora_names(self, preset: str | None = None) -> list[str]:
@@ -181,13 +176,7 @@ class Studio:
         return LoraLibrary(self.settings.loras_dir).refused()
 
     def lora_info(self, name: str, preset: str | None = None) -> LoraInfo:
-        return self._lora_library(self.preset(preset)).info(name)
-
-    def _lora_library(self, preset: Preset) -> LoraLibrary:
-        with self._libraries_lock:
-            if preset.name not in self._libraries:
-                self._libraries[preset.name] = lora_library(preset, self.settings)
-            return self._libraries[preset.name]
+        return self.pool.lora_library(self.preset(preset)).info(name)
 
     def detect_pose(self, photo, preset: str | None = None) -> dict:
         """OpenPose keypoints of the people in a photo, as editable pose JSON."""

@@ -18,3 +18,7 @@ class RequestError(StudioError):
 
 class ModelUnavailableError(StudioError):
     """A model could not be loaded (not cached, not downloadable, or not in the preset)."""
+
+
+class BackendError(StudioError):
+    """Where generation runs cannot be set up (Ray missing, a cluster out of reach)."""

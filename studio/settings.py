@@ -45,6 +45,10 @@ class Settings:
     # Keep weights in RAM and move each model to the GPU only while it runs (diffusers' model offload).
     lowvram: bool = False
     queue_size: int = 32  # requests waiting for the GPU; more are turned away
+    # Generation on Ray Serve replicas (studio/backends/ray_serve.py): `workers` > 0 starts a local
+    # Ray cluster with that many; `ray_address` joins an existing cluster instead. 0 and "": this process.
+    workers: int = 0
+    ray_address: str = ""
     lora_cache_mb: int = 1024  # LoRA state dicts kept in RAM (LRU)
     max_loaded_loras: int = 8  # adapters kept in each model before the least recently used is deleted
     # Specialised models (inpaint/instruct UNets, ControlNets, annotator) kept; 0 = no limit,
@@ -71,6 +75,8 @@ class Settings:
             raise ValueError(f"history must be auto, shared or private, got {self.history!r}")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 (this process) or more, got {self.workers}")
         if self.prompt_syntax not in PROMPT_SYNTAXES:
             raise ValueError(f"prompt syntax must be one of {', '.join(PROMPT_SYNTAXES)}, got {self.prompt_syntax!r}")
 

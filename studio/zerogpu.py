@@ -1,11 +1,13 @@
-"""Hugging Face ZeroGPU support, optional and inert elsewhere.
+"""Hugging Face ZeroGPU: the backend that renders each job in a ZeroGPU worker; inert elsewhere.
 
 On a ZeroGPU Space the `spaces` package is installed and `SPACES_ZERO_GPU` is set; a function
 decorated with `@spaces.GPU(duration=...)` gets a GPU for that long, in a forked worker whose
-arguments and results are pickled. So: `spaces` is imported before anything touches CUDA (app.py
-imports this module first), the decorated function takes only picklable arguments (a request, a
-preset name, an owner) and returns a picklable Result, and the LoRA set is reconciled inside every
-call (the worker's changes to the model do not come back). Elsewhere the decorator is a no-op.
+arguments and results are pickled (a generator's yields too). So: `spaces` is imported before
+anything touches CUDA (app.py imports this module first), the decorated generator takes only
+picklable arguments (a request, a resolved preset) and yields picklable events (studio/backends/
+stream.py), and the LoRA set is reconciled inside every call (the worker's changes to the model do
+not come back). The pool reaches the worker by fork, not by pickling. Elsewhere the decorator is
+a no-op.
 """
 
 from __future__ import annotations
@@ -19,17 +21,8 @@ except ImportError:  # not on a Space: everything runs in-process
 
 ENABLED = spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU"))
 
-# The Studio the decorated function serves. It reaches the forked worker by fork, not by pickling
-# (it holds locks and a database connection); app.py sets it once, before launch.
-_studio = None
 
-
-def serve(studio) -> None:
-    global _studio
-    _studio = studio
-
-
-def estimate_seconds(request, preset=None, owner="local") -> int:
+def estimate_seconds(request, preset=None) -> int:
     """GPU time to ask ZeroGPU for: about 0.1 s per 512x512 step on a ZeroGPU slice, plus loading."""
     width, height = getattr(request, "width", 512), getattr(request, "height", 512)
     images = request.batch_size * request.batch_count
@@ -48,8 +41,35 @@ def gpu(duration):
     return spaces.GPU(duration=duration)
 
 
-@gpu(duration=estimate_seconds)
-def generate(request, preset=None, owner="local"):
-    """Studio.generate in the GPU worker: no progress callback or Stop event cross the process
-    boundary (Gradio's cancel ends the worker instead)."""
-    return _studio.generate(request, preset=preset, owner=owner)
+class ZeroGPUBackend:
+    """Each job in a ZeroGPU worker, its progress and previews streamed back. Stop cannot reach
+    into the worker: the front end stops reading, which ends the worker (as Gradio's cancel does)."""
+
+    concurrency = 1
+
+    def __init__(self, pool):
+        self.pool = pool
+        # Decorated per instance: the worker forks this process, pool included.
+        self._stream = gpu(duration=estimate_seconds)(self._render_stream)
+
+    def _render_stream(self, request, preset):
+        from studio.backends.stream import render_stream
+
+        yield from render_stream(self.pool, request, preset)
+
+    def submit(self, request, preset, events):
+        from studio.backends.stream import deliver
+        from studio.rendering import Rendered
+
+        def until_stopped(stream):
+            for event in stream:
+                if events.stop is not None and events.stop.is_set():
+                    stream.close()
+                    yield ("done", Rendered(stopped=True))
+                    return
+                yield event
+
+        return deliver(until_stopped(self._stream(request, preset)), events)
+
+    def close(self) -> None:
+        pass

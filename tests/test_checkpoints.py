@@ -94,7 +94,7 @@ def test_switching_checkpoints_keeps_one_loaded_and_each_gives_its_own_image(stu
     first = pixels(run(studio, "tiny-sd1.safetensors"))
     other = run(studio, "sub/other.safetensors")
     assert np.abs(first - pixels(other)).mean() > 0.5 and "Model: other" in other.infotexts[0]
-    assert list(studio._managers) == ["sub/other.safetensors"]
+    assert list(studio.pool._managers) == ["sub/other.safetensors"]
     assert np.array_equal(first, pixels(run(studio, "tiny-sd1.safetensors")))
 
 

@@ -262,19 +262,33 @@ def test_server_caps_apply_over_the_api(settings, tmp_path):
 
 # --- ZeroGPU ----------------------------------------------------------------------------------
 
-def test_gpu_decorated_generation_runs_locally_without_spaces(studio):
+def test_zerogpu_backend_streams_progress_and_gives_the_local_pixels(studio, settings):
+    """Without `spaces` the decorator is a no-op, so the ZeroGPU path (events pickled, played back
+    on the front end) runs here in-process: same pixels as the local backend, progress on the way,
+    and Stop between two batches keeps the finished one."""
+    import dataclasses
+    import pickle
+    import threading
+
     from studio import zerogpu
+    from studio.core import Studio
     from studio.requests import Txt2ImgRequest
 
     assert zerogpu.spaces is None and not zerogpu.ENABLED
-    zerogpu.serve(studio)
+    zero = Studio(dataclasses.replace(settings, outputs_dir=studio.settings.outputs_dir / "zerogpu"))
+    zero.backend = zerogpu.ZeroGPUBackend(zero.pool)
     request = Txt2ImgRequest(prompt="zero", steps=2, width=64, height=64, seed=3)
-    result = zerogpu.generate(request, None, "local")
-    assert len(result.paths) == 1 and 20 <= zerogpu.estimate_seconds(request) <= 300
-    import pickle
-
+    steps = []
+    result = zero.generate(request, on_step=lambda done, total: steps.append((done, total)))
+    assert steps == [(1, 2), (2, 2)] and len(result.paths) == 1
+    assert np.array_equal(np.asarray(result.images[0]), np.asarray(studio.generate(request).images[0]))
     assert pickle.loads(pickle.dumps(request)) == request  # what ZeroGPU sends to its worker
-    assert len(pickle.loads(pickle.dumps(result)).images) == 1
+    assert 20 <= zerogpu.estimate_seconds(request) <= 300
+
+    stop = threading.Event()
+    stopped = zero.generate(dataclasses.replace(request, batch_count=3),
+                            on_step=lambda done, total: stop.set() if done == 2 else None, stop=stop)
+    assert stopped.stopped and len(stopped.paths) == 0  # the worker's stream is closed, nothing half kept
 
 
 def test_zerogpu_asks_for_more_time_for_bigger_work():

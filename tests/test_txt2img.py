@@ -117,10 +117,10 @@ def test_model_not_cached_says_which_and_how_to_fix(settings, tmp_path):
 
 
 def test_big_images_are_decoded_in_tiles(studio, monkeypatch):
-    from studio import generate
+    from studio import rendering
 
     vae = studio.manager().base_pipeline().vae
-    monkeypatch.setattr(generate, "VAE_TILING_PIXELS", 100 * 100)
+    monkeypatch.setattr(rendering, "VAE_TILING_PIXELS", 100 * 100)
     studio.generate(request(width=128, height=128))
     assert vae.use_tiling
     studio.generate(request(width=64, height=64))
@@ -162,7 +162,7 @@ def test_without_a_loadable_preview_vae_previews_fall_back_to_the_latent_approxi
 
 
 def test_each_result_says_its_time_and_on_a_gpu_its_memory_peak(studio):
-    from studio.generate import Result
+    from studio.rendering import Result
 
     result = studio.generate(request())
     assert result.seconds > 0 and result.peak_memory_bytes is None  # the CPU reports no device memory

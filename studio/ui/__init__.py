@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio import zerogpu
 from studio.checkpoints import OWN_VAE
 from studio.errors import StudioError
 from studio.jobs import JobBoard
@@ -49,7 +48,6 @@ def widest_limits(studio) -> Limits:
 
 
 def build(studio) -> gr.Blocks:
-    zerogpu.serve(studio)
     jobs = JobBoard()
     caps = widest_limits(studio)
     with gr.Blocks(title="SD Studio", analytics_enabled=False) as demo:

@@ -3,6 +3,7 @@ that runs a request as one user's job (progress, Stop, messages instead of trace
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import queue
@@ -12,7 +13,6 @@ from typing import Callable
 
 import gradio as gr
 
-from studio import zerogpu
 from studio.checkpoints import OWN_VAE
 from studio.errors import StudioError
 from studio.jobs import JobBoard
@@ -249,12 +249,6 @@ def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: g
     all infotexts); the last yield is the result."""
     req = run_safely(make_request)
     progress(0, desc="Starting")
-    if zerogpu.ENABLED:  # a GPU worker process: see studio/zerogpu.py
-        jobs.finished(job_owner(request), "")
-        result = run_safely(lambda: zerogpu.generate(req, preset, history_owner(request)))
-        jobs.finished(job_owner(request), result.summary())
-        yield _shown(result)
-        return
     updates: queue.Queue = queue.Queue()
     outcome: dict = {}
     with jobs.running(job_owner(request)) as stop_event:
@@ -270,7 +264,8 @@ def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: g
             finally:
                 updates.put(None)
 
-        worker = threading.Thread(target=work, name="generate", daemon=True)
+        # The event's context goes along: ZeroGPU reads the Gradio request from it (whose quota).
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name="generate", daemon=True)
         worker.start()
         try:
             while (preview := updates.get()) is not None:
@@ -317,11 +312,13 @@ def inputs_of(fn, components: dict) -> list:
     return [components[name] for name in names]
 
 
-def wire_generate(fn, prompt_row_: PromptRow, inputs: list, results: Results, api_name: str, jobs: JobBoard):
-    """Generate runs `fn` on the shared GPU queue; Stop stops only this user's job, running or queued."""
+def wire_generate(studio, fn, prompt_row_: PromptRow, inputs: list, results: Results, api_name: str,
+                  jobs: JobBoard):
+    """Generate runs `fn` on the shared GPU queue (as many at once as the backend has workers);
+    Stop stops only this user's job, running or queued."""
     event = prompt_row_.generate.click(
         fn, inputs=inputs, outputs=[results.gallery, results.info, results.infotexts], api_name=api_name,
-        **gpu_event_options(),
+        **gpu_event_options(concurrency=studio.backend.concurrency),
     )
     if results.stats is not None:
         def show_summary(request: gr.Request):

@@ -151,7 +151,7 @@ def create_tab(studio, header, jobs, caps):
 
     own = {"control_image": control_map, "control_mode": mode, "conditioning_scale": weight, "guidance_start": start,
            "guidance_end": end, "width": width, "height": height}
-    wire_generate(control, row, inputs_of(control, shared_inputs(row, sampling, header) | own), results, "control",
-                  jobs)
+    inputs = inputs_of(control, shared_inputs(row, sampling, header) | own)
+    wire_generate(studio, control, row, inputs, results, "control", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return TabHandles(results, row, sampling, fit, size=(width, height), receiver=photo, mode=mode)

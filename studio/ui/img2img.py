@@ -49,7 +49,7 @@ def create_tab(studio, header, jobs, caps):
         ), preset, request, progress)
 
     own = {"image": image, "strength": strength, "resize_mode": resize_mode, "width": width, "height": height}
-    wire_generate(img2img, row, inputs_of(img2img, shared_inputs(row, sampling, header) | own), results, "img2img",
-                  jobs)
+    inputs = inputs_of(img2img, shared_inputs(row, sampling, header) | own)
+    wire_generate(studio, img2img, row, inputs, results, "img2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return TabHandles(results, row, sampling, fit, receiver=image)

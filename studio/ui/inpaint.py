@@ -72,8 +72,8 @@ def create_inpaint_tab(studio, header, jobs, caps):
 
     own = {"image": editor, "mask": mask_upload, "invert_mask": invert, "mask_blur": mask_blur, "inpaint_area": area,
            "padding": padding, "strength": strength}
-    wire_generate(inpaint, row, inputs_of(inpaint, shared_inputs(row, sampling, header) | own), results, "inpaint",
-                  jobs)
+    inputs = inputs_of(inpaint, shared_inputs(row, sampling, header) | own)
+    wire_generate(studio, inpaint, row, inputs, results, "inpaint", jobs)
     return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling), receiver=editor)
 
 
@@ -107,6 +107,6 @@ def create_outpaint_tab(studio, header, jobs, caps):
         ), preset, request, progress)
 
     own = {"image": image, **dict(zip(("left", "right", "up", "down"), margins)), "fill": fill, "mask_blur": mask_blur}
-    wire_generate(outpaint, row, inputs_of(outpaint, shared_inputs(row, sampling, header) | own), results, "outpaint",
-                  jobs)
+    inputs = inputs_of(outpaint, shared_inputs(row, sampling, header) | own)
+    wire_generate(studio, outpaint, row, inputs, results, "outpaint", jobs)
     return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling))

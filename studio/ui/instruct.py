@@ -46,6 +46,6 @@ def create_tab(studio, header, jobs, caps):
         ), preset, request, progress)
 
     own = {"image": image, "image_guidance_scale": image_guidance}
-    wire_generate(instruct, row, inputs_of(instruct, shared_inputs(row, sampling, header) | own), results, "instruct",
-                  jobs)
+    inputs = inputs_of(instruct, shared_inputs(row, sampling, header) | own)
+    wire_generate(studio, instruct, row, inputs, results, "instruct", jobs)
     return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling), receiver=image)

@@ -65,7 +65,7 @@ def create_tab(studio, header, jobs, caps):
 
     own = {"width": width, "height": height, **dict(zip(("hires_fix", "hires_scale", "hires_steps", "hires_denoising"),
                                                          hires))}
-    wire_generate(txt2img, row, inputs_of(txt2img, shared_inputs(row, sampling, header) | own), results, "txt2img",
-                  jobs)
+    inputs = inputs_of(txt2img, shared_inputs(row, sampling, header) | own)
+    wire_generate(studio, txt2img, row, inputs, results, "txt2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height))
     return TabHandles(results, row, sampling, fit, size=(width, height), hires=hires)

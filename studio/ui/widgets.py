@@ -84,6 +84,7 @@ class MaskEditor(gr.ImageEditor):
         return _decoded(super().preprocess, self.label, payload)
 
 
-def gpu_event_options(queue_id: str = "gpu") -> dict:
-    """Every event that runs models shares one queue, so GPU work never overlaps."""
-    return {"concurrency_id": queue_id, "concurrency_limit": 1}
+def gpu_event_options(queue_id: str = "gpu", concurrency: int = 1) -> dict:
+    """Every event that runs models shares one queue, so GPU work never overlaps on one GPU (a
+    backend with several workers lets that many through)."""
+    return {"concurrency_id": queue_id, "concurrency_limit": concurrency}

@@ -1,4 +1,6 @@
-"""Runs a validated request on a pipeline lent by the model manager, and saves the results.
+"""Renders a validated request on a pipeline lent by the model manager: request in, images,
+seeds and infotexts out. This is the part that runs where the GPU is (in this process, a ZeroGPU
+worker or a Ray replica: studio/backends/); saving and history stay with the front end (core.py).
 
 The same loop serves every task: the task's Plan (studio/tasks.py) says what differs.
 """
@@ -18,7 +20,6 @@ from PIL import Image
 from studio.errors import RequestError
 from studio.model_cache import free_memory
 from studio.models import ModelManager
-from studio.outputs import OutputStore
 from studio.previews import PREVIEW_EVERY, latents_to_preview
 from studio.prompt_encoder import Encoded
 from studio.requests import MAX_SEED, GenerationRequest
@@ -35,14 +36,25 @@ StatusCallback = Callable[[str], None]
 
 
 @dataclass
-class Result:
+class JobEvents:
+    """What a job reports to the one who asked for it, and the Stop it answers to."""
+
+    on_step: StepCallback | None = None
+    on_preview: PreviewCallback | None = None
+    on_status: StatusCallback | None = None
+    stop: threading.Event | None = None
+
+
+@dataclass
+class Rendered:
+    """A finished render: picklable, so it can come back from another process or machine."""
+
     images: list[Image.Image] = field(default_factory=list)
-    paths: list[Path] = field(default_factory=list)
     infotexts: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # things the user should know (an image was resized)
     stopped: bool = False  # the user pressed Stop; only batches that finished are kept
-    seconds: float = 0.0  # from the request to the last file saved
+    seconds: float = 0.0  # from the request to the last image (Result: to the last file saved)
     peak_memory_bytes: int | None = None  # the most device memory in use while it ran (CUDA only)
     device_memory_bytes: int | None = None  # the device's whole memory (CUDA only)
 
@@ -53,6 +65,13 @@ class Result:
             peak, total = self.peak_memory_bytes / 2**30, self.device_memory_bytes / 2**30
             text += f" · GPU memory peak: {peak:.2f} of {total:.1f} GB"
         return text
+
+
+@dataclass
+class Result(Rendered):
+    """A Rendered saved by the front end: each image's file."""
+
+    paths: list[Path] = field(default_factory=list)
 
 
 class _Stopped(Exception):
@@ -171,15 +190,9 @@ def _run_pass(manager: ModelManager, request: GenerationRequest, task: str, cont
         return images, False, manager.peak_memory()
 
 
-def run(
-    manager: ModelManager,
-    request: GenerationRequest,
-    outputs: OutputStore,
-    on_step: StepCallback | None = None,
-    stop: threading.Event | None = None,
-    on_preview: PreviewCallback | None = None,
-    on_status: StatusCallback | None = None,
-) -> Result:
+def render(manager: ModelManager, request: GenerationRequest, events: JobEvents | None = None) -> Rendered:
+    events = events or JobEvents()
+    on_step, stop, on_preview, on_status = events.on_step, events.stop, events.on_preview, events.on_status
     plan = PLANNERS[request.task](request, manager.preset.limits)
     first_seed = resolve_seed(request.seed)
     # Image k of the whole run uses seed + k, as in A1111.
@@ -210,14 +223,14 @@ def run(
             "batch size (batch count costs no extra memory), or close other programs using the GPU."
             + ("" if manager.lowvram else " Whoever runs the studio can also start it with --lowvram.")
         )
-    result = Result(notes=plan.notes + told.notes, stopped=stopped)
+    result = Rendered(notes=plan.notes + told.notes, stopped=stopped)
     if memory is not None:
         result.peak_memory_bytes, result.device_memory_bytes = memory
     model = manager.model_name(plan.task)
     extra = manager.model_infotext(plan.task, request.vae) | _lora_hashes(manager, request.loras)
     if told.embeddings:  # A1111's, so civitai links the embeddings
         extra["TI hashes"] = ", ".join(f"{name}: {e.short_hash}" for name, e in told.embeddings.items())
-    # Finishing and saving happen after the GPU lock is released, so the next job can start.
+    # Finishing happens after the GPU lock is released, so the next job can start.
     for image, seed in zip(images, [s for batch in seeds for s in batch]):
         if plan.finish is not None:
             image = plan.finish(image)
@@ -226,7 +239,6 @@ def run(
         result.images.append(image)
         result.seeds.append(seed)
         result.infotexts.append(infotext)
-        result.paths.append(outputs.save(image, infotext, request.task, seed))
     result.seconds = time.perf_counter() - started
     return result
 
