@@ -21,7 +21,7 @@ from studio.requests import GenerationRequest
 log = logging.getLogger(__name__)
 
 
-class _EitherStop:
+class EitherStop:
     """Set when any of its stops is: the job's own, or the stream's reader going away."""
 
     def __init__(self, *stops):
@@ -43,7 +43,7 @@ def render_stream(pool: ModelPool, request: GenerationRequest, preset: Preset, s
                 on_step=lambda done, total: updates.put(("step", done, total)),
                 on_preview=lambda image: updates.put(("preview", image)),
                 on_status=lambda text: updates.put(("status", text)),
-                stop=_EitherStop(stop, closed),
+                stop=EitherStop(stop, closed),
             ))
             updates.put(("done", rendered))
         except errors.StudioError as exc:
