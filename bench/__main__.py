@@ -249,6 +249,9 @@ def main() -> None:
     parser.add_argument("--shape", choices=["sd15"],
                         help="only the checkpoint figures, on the SD 1.5 architecture with random weights (real size)")
     parser.add_argument("--shape-runs", type=int, default=3, help="load pairs for checkpoint_load_ratio")
+    parser.add_argument("--workers", type=int,
+                        help="only the Ray Serve figures: 8 mixed jobs on this many replicas vs on one, and routing")
+    parser.add_argument("--scale-runs", type=int, default=3, help="timed rounds of the 8 jobs (the best is kept)")
     args = parser.parse_args()
     import platform
 
@@ -262,6 +265,13 @@ def main() -> None:
         from bench import shaped
 
         shaped.run(args)
+        return
+    if args.workers:
+        from bench import scale
+
+        with tempfile.TemporaryDirectory() as outputs:
+            args.outputs = outputs
+            scale.run(args, report)
         return
     with tempfile.TemporaryDirectory() as outputs:
         args.outputs = outputs

@@ -9,7 +9,9 @@ with the 18 COCO body keypoints in pixels; a confidence of 0 marks a keypoint as
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -55,6 +57,34 @@ def canny_map(photo: Image.Image, low: int = 100, high: int = 200) -> Image.Imag
     if not edges.any():
         raise RequestError("No edges were found in the image: use one with more contrast, or lower the thresholds.")
     return Image.fromarray(np.stack([edges] * 3, axis=-1))
+
+
+@dataclass(frozen=True)
+class ControlMode:
+    """A kind of ControlNet map. A preset offers a mode by naming its ControlNet under
+    `[models.control]`; the studio knows how to make the map (`preprocess`). Adding a mode is one
+    entry here, one line per preset and a tiny model (studio/tiny.py builds one per mode)."""
+
+    label: str  # the Control tab's choice
+    # The user's image -> the map. `detect_pose(photo)` gives pose JSON (a model: the caller's).
+    preprocess: Callable[[Image.Image, Callable[[Image.Image], dict]], Image.Image]
+    a1111_modules: tuple[str, ...]  # A1111's ControlNet preprocessor names that make this map
+
+
+CONTROL_MODES: dict[str, ControlMode] = {
+    "scribble": ControlMode(
+        "Sketch (scribble)", lambda image, detect_pose: sketch_to_scribble(image),
+        ("scribble_pidinet", "scribble_hed", "scribble_xdog", "invert (from white bg & black line)")),
+    "openpose": ControlMode(
+        "Pose (openpose)", lambda image, detect_pose: render_pose(detect_pose(image.convert("RGB"))),
+        ("openpose", "openpose_full")),
+    "canny": ControlMode("Edges of a photo (canny)", lambda image, detect_pose: canny_map(image), ("canny",)),
+}
+
+
+def mode_of_a1111_module(module: str) -> str | None:
+    """The mode whose map an A1111 preprocessor name makes; None for "none" and unknown names."""
+    return next((mode for mode, spec in CONTROL_MODES.items() if module in spec.a1111_modules), None)
 
 
 def parse_pose(text: str | dict) -> dict:

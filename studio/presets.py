@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio.control import CONTROL_MODES
 from studio.errors import PresetError
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"  # diffusers configs for single-file checkpoints
@@ -17,7 +18,7 @@ CONFIGS_DIR = Path(__file__).resolve().parent / "configs"  # diffusers configs f
 FAMILIES = ("sd", "sdxl")
 
 # Roles a preset can fill; each tab needs one of them. "control.*" are the ControlNets.
-ROLES = ("base", "inpaint", "instruct", "control.scribble", "control.openpose", "control.canny", "pose_annotator",
+ROLES = ("base", "inpaint", "instruct", *(f"control.{mode}" for mode in CONTROL_MODES), "pose_annotator",
          "preview_vae")
 
 # A table whose keys are the user's own names and whose values are strings ([loras]).
@@ -38,7 +39,7 @@ _SCHEMA: dict = {
         "instruct": str,
         "pose_annotator": str,
         "preview_vae": str,
-        "control": {"scribble": str, "openpose": str, "canny": str},
+        "control": {mode: str for mode in CONTROL_MODES},  # the modes studio/control.py makes maps for
     },
     "loras": NAMED_STRINGS,  # name -> hub id ("org/repo" or "org/repo/file.safetensors") or "./file"
     "defaults": {

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
+from studio.control import CONTROL_MODES
 from studio.errors import RequestError
 from studio.imaging import RESIZE_MODES, check_image, round8
 from studio.loras import MAX_LORAS_PER_REQUEST, merge_loras, parse_prompt_loras
@@ -302,7 +303,6 @@ class InstructRequest(GenerationRequest):
         return {"Image CFG scale": float(self.image_guidance_scale)}
 
 
-CONTROL_MODES = ("scribble", "openpose", "canny")  # each needs `control.<mode>` in the preset
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from studio.control import CONTROL_MODES
+
 # Bump when the models change, so old caches are rebuilt instead of silently reused.
 VERSION = 6
 SEED = 20261121
@@ -279,18 +281,20 @@ def _build_all(root: Path) -> None:
     _unet(9).save_pretrained(root / "inpaint" / "unet")
     _unet(8).save_pretrained(root / "instruct" / "unet")
     base_unet = UNet2DConditionModel.from_pretrained(root / "base" / "unet")
-    for name in ("control-scribble", "control-openpose", "control-canny"):
-        _controlnet(base_unet).save_pretrained(root / name)
+    for mode in CONTROL_MODES:  # presets/tiny.toml names one per mode
+        _controlnet(base_unet).save_pretrained(root / f"control-{mode}")
     _build_annotators(root / "annotators")
     _build_loras(root / "loras", root / "base")
     _preview_vae().save_pretrained(root / "preview-vae")
     _build_sdxl_base(root / "sdxl-base")
-    (root / _MARKER).write_text(json.dumps({"version": VERSION, "seed": SEED}))
+    (root / _MARKER).write_text(json.dumps({"version": VERSION, "seed": SEED, "control": list(CONTROL_MODES)}))
 
 
 def is_built(root: Path) -> bool:
     try:
-        return json.loads((root / _MARKER).read_text()).get("version") == VERSION
+        marker = json.loads((root / _MARKER).read_text())
+        # A new control mode (studio/control.py) needs its tiny ControlNet: rebuilt then.
+        return marker.get("version") == VERSION and set(marker.get("control", ())) >= set(CONTROL_MODES)
     except (OSError, ValueError):
         return False
 

@@ -22,7 +22,7 @@ except ImportError:  # not on a Space: everything runs in-process
 ENABLED = spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU"))
 
 
-def estimate_seconds(request, preset=None) -> int:
+def estimate_seconds(request, preset=None, previews=False) -> int:
     """GPU time to ask ZeroGPU for: about 0.1 s per 512x512 step on a ZeroGPU slice, plus loading."""
     width, height = getattr(request, "width", 512), getattr(request, "height", 512)
     images = request.batch_size * request.batch_count
@@ -52,10 +52,10 @@ class ZeroGPUBackend:
         # Decorated per instance: the worker forks this process, pool included.
         self._stream = gpu(duration=estimate_seconds)(self._render_stream)
 
-    def _render_stream(self, request, preset):
+    def _render_stream(self, request, preset, previews):
         from studio.backends.stream import render_stream
 
-        yield from render_stream(self.pool, request, preset)
+        yield from render_stream(self.pool, request, preset, previews=previews)
 
     def submit(self, request, preset, events):
         from studio.backends.stream import deliver
@@ -69,7 +69,7 @@ class ZeroGPUBackend:
                     return
                 yield event
 
-        return deliver(until_stopped(self._stream(request, preset)), events)
+        return deliver(until_stopped(self._stream(request, preset, events.on_preview is not None)), events)
 
     def close(self) -> None:
         pass

@@ -113,3 +113,20 @@ def test_pose_detection_without_weights_names_the_missing_files(settings, tmp_pa
     with pytest.raises(ModelUnavailableError) as err:
         manager.annotator()
     assert "body_pose_model.pth, hand_pose_model.pth" in str(err.value) and str(empty) in str(err.value)
+
+
+def test_every_control_mode_comes_from_one_registry(settings):
+    """A mode is one entry in studio/control.py: the presets accept its ControlNet, the tiny set
+    builds one, the A1111 API lists its preprocessors, and the Control tab offers it."""
+    from studio.control import CONTROL_MODES, mode_of_a1111_module
+    from studio.presets import ROLES, load_preset
+    from studio.sdapi.payloads import CONTROL_MODULES
+    from studio.ui.control import MODE_LABELS
+
+    tiny, sd15 = load_preset("tiny", settings.presets_dir), load_preset("sd15", settings.presets_dir)
+    for name, mode in CONTROL_MODES.items():
+        assert f"control.{name}" in ROLES and tiny.model(f"control.{name}") and sd15.model(f"control.{name}")
+        assert (settings.models_dir / "tiny" / f"control-{name}" / "config.json").is_file()
+        assert all(module in CONTROL_MODULES and mode_of_a1111_module(module) == name for module in mode.a1111_modules)
+        assert (mode.label, name) in MODE_LABELS
+    assert mode_of_a1111_module("none") is None

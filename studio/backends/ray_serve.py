@@ -81,24 +81,25 @@ if ray is not None:
             self.stopped.discard(job)
 
     class _BoardStop:
-        """A job's Stop as the renderer reads it (`is_set()`), asking the board once a step."""
+        """A job's Stop as the renderer reads it (`is_set()`, once a step). The board is asked
+        without waiting: each step reads the answer to the previous step's question, so a step
+        costs no round trip and a Stop lands at most one step late."""
 
         def __init__(self, board, job: str):
-            self.board, self.job, self.seen = board, job, False
+            self.board, self.job, self.seen, self.asked = board, job, False, None
 
         def is_set(self) -> bool:
-            self.seen = self.seen or ray.get(self.board.is_stopped.remote(self.job))
+            if self.asked is not None and ray.wait([self.asked], timeout=0)[0]:
+                self.seen, self.asked = self.seen or ray.get(self.asked), None
+            if not self.seen and self.asked is None:
+                self.asked = self.board.is_stopped.remote(self.job)
             return self.seen
 
     @serve.deployment(max_ongoing_requests=1)
     class StudioWorker:
         """One replica: one model pool on its GPU (or its share of the CPUs), one job at a time."""
 
-        def __init__(self, settings: Settings, threads: int):
-            if threads:
-                import torch
-
-                torch.set_num_threads(threads)
+        def __init__(self, settings: Settings):
             self.pool = ModelPool(settings)
             self.name = ray.get_runtime_context().get_actor_name()
             self.board = ray.get_actor(STOP_BOARD, namespace=NAMESPACE)
@@ -121,7 +122,7 @@ if ray is not None:
                 with self.pool.manager(preset).pipeline(plan.task, request.sampler, plan.control_mode, request.loras):
                     pass  # loaded: the base (and the task's model) and the LoRAs, none left active
 
-        async def __call__(self, request: GenerationRequest, preset: Preset, job: str):
+        async def __call__(self, request: GenerationRequest, preset: Preset, job: str, previews: bool):
             from studio.backends.stream import EitherStop, render_stream
 
             self._next = (request, preset)
@@ -133,13 +134,23 @@ if ray is not None:
                 return
             yield ("started", self.name, self.loads == loads)
             cancelled = threading.Event()  # the front end went away: Serve cancels at an await
-            stream = render_stream(self.pool, request, preset, EitherStop(_BoardStop(self.board, job), cancelled))
+            stream = render_stream(self.pool, request, preset, EitherStop(_BoardStop(self.board, job), cancelled),
+                                   previews)
             try:
                 while (event := await asyncio.to_thread(next, stream, None)) is not None:
                     yield event
             except asyncio.CancelledError:
                 cancelled.set()
                 raise
+
+
+def start_local_cluster(workers: int, object_store_mb: int = 256) -> None:
+    """A Ray cluster on this machine only, for `workers` replicas: no dashboard, a small object
+    store (images are small), the studio importable by the replicas."""
+    _require_ray()
+    ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
+             object_store_memory=object_store_mb * 2**20, namespace=NAMESPACE, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(STUDIO_PACKAGE.parent)}})
 
 
 class RayBackend:
@@ -157,12 +168,15 @@ class RayBackend:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.replicas = workers or max(1, gpus)
         # One GPU a replica; without GPUs, CPU replicas sharing the cores (torch threads split).
+        # OMP_NUM_THREADS, not torch.set_num_threads: that one holds only for the thread calling it,
+        # and each job renders in a thread of its own.
         self.threads = 0 if gpus else max(1, (os.cpu_count() or 1) // self.replicas)
-        actor = {"num_gpus": 1} if gpus else {"num_cpus": min(1, cpus / self.replicas)}
+        actor = {"num_gpus": 1} if gpus else {"num_cpus": min(1, cpus / self.replicas), "runtime_env": {
+            "env_vars": {"OMP_NUM_THREADS": str(self.threads)}}}
         self.queue_size = settings.queue_size
         serve.start(proxy_location="Disabled")  # no HTTP proxy: the front end calls the handle
         app = StudioWorker.options(num_replicas=self.replicas, max_queued_requests=settings.queue_size,
-                                   ray_actor_options=actor).bind(settings, self.threads)
+                                   ray_actor_options=actor).bind(settings)
         self.handle = serve.run(app, name=APP, route_prefix=None).options(stream=True)
         self.concurrency = self.replicas
         self._lock = threading.Lock()
@@ -177,9 +191,7 @@ class RayBackend:
                 ray.init(address=address, namespace=NAMESPACE, runtime_env={"py_modules": [str(STUDIO_PACKAGE)]},
                          log_to_driver=False)
             else:
-                ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
-                         object_store_memory=object_store_mb * 2**20, namespace=NAMESPACE, log_to_driver=False,
-                         runtime_env={"env_vars": {"PYTHONPATH": str(STUDIO_PACKAGE.parent)}})
+                start_local_cluster(workers, object_store_mb)
                 self._started_ray = True
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BackendError(f"Could not start or reach the Ray cluster{f' at {address}' if address else ''}: "
@@ -196,7 +208,7 @@ class RayBackend:
         watcher.start()
         try:
             response = self.handle.options(multiplexed_model_id=multiplex_key(preset.name, request)).remote(
-                request, preset, job)
+                request, preset, job, events.on_preview is not None)
             return deliver(self._played(response, job, started), events)
         except BackPressureError:
             raise RequestError(
@@ -252,6 +264,7 @@ class RayBackend:
         return self.hits / self.routed if self.routed else 0.0
 
     def close(self) -> None:
+        """Delete the deployment; stop the cluster too when this backend started it."""
         serve.delete(APP)
         if self._started_ray:
             serve.shutdown()

@@ -31,9 +31,11 @@ class EitherStop:
         return any(stop.is_set() for stop in self.stops)
 
 
-def render_stream(pool: ModelPool, request: GenerationRequest, preset: Preset, stop=None) -> Iterator[tuple]:
+def render_stream(pool: ModelPool, request: GenerationRequest, preset: Preset, stop=None,
+                  previews: bool = True) -> Iterator[tuple]:
     """Run the render in a thread and yield its events as they happen. `stop` is anything with
-    `is_set()`, read at every step; closing the stream stops the render too."""
+    `is_set()`, read at every step; closing the stream stops the render too. `previews`: whether
+    anyone shows them (each costs a decode on the GPU side)."""
     updates: queue.Queue = queue.Queue()
     closed = threading.Event()
 
@@ -41,7 +43,7 @@ def render_stream(pool: ModelPool, request: GenerationRequest, preset: Preset, s
         try:
             rendered = render(pool.manager(preset), request, JobEvents(
                 on_step=lambda done, total: updates.put(("step", done, total)),
-                on_preview=lambda image: updates.put(("preview", image)),
+                on_preview=(lambda image: updates.put(("preview", image))) if previews else None,
                 on_status=lambda text: updates.put(("status", text)),
                 stop=EitherStop(stop, closed),
             ))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from studio.checkpoints import OWN_VAE
+from studio.control import CONTROL_MODES
 from studio.samplers import SAMPLER_NAMES
 
 # A1111's sampler names and the k-diffusion aliases its API accepts -> ours.
@@ -28,8 +29,8 @@ SAMPLER_ALIASES = {
 }
 SCHEDULERS = ({"name": "automatic", "label": "Automatic"}, {"name": "karras", "label": "Karras"})
 RESIZE_MODES = ("Just resize", "Resize and crop", "Resize and pad", "Just resize")  # A1111's 0-3 (3: latent)
-CONTROL_MODULES = ("none", "scribble_pidinet", "scribble_hed", "scribble_xdog", "invert (from white bg & black line)",
-                   "openpose", "openpose_full", "canny")
+# "none": the image is the map itself; the others make a mode's map (studio/control.py).
+CONTROL_MODULES = ("none", *(module for mode in CONTROL_MODES.values() for module in mode.a1111_modules))
 
 
 class ApiError(Exception):

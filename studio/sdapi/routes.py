@@ -26,13 +26,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from studio.checkpoints import OWN_VAE
-from studio.control import canny_map, render_pose, sketch_to_scribble
+from studio.control import CONTROL_MODES, mode_of_a1111_module
 from studio.errors import StudioError
 from studio.imaging import resize_image
 from studio.jobs import JobBoard
 from studio.metadata import parse_infotext, read_png_infotext
 from studio.requests import (
-    CONTROL_MODES,
     INPAINT_AREAS,
     MAX_CLIP_SKIP,
     ControlRequest,
@@ -250,13 +249,10 @@ class SdApi:
     def _control_map(self, unit: ControlUnit, model: str):
         """The ControlNet map for a unit: the image itself (module none), a scribble made from a
         drawing, or the skeleton of the pose detected in a photo."""
-        if unit.module == "none":
+        mode = mode_of_a1111_module(unit.module)
+        if mode is None:  # "none"
             return unit.image.convert("RGB")
-        if unit.module.startswith("openpose"):
-            return render_pose(self.studio.detect_pose(unit.image.convert("RGB"), model))
-        if unit.module == "canny":
-            return canny_map(unit.image)
-        return sketch_to_scribble(unit.image)
+        return CONTROL_MODES[mode].preprocess(unit.image, lambda photo: self.studio.detect_pose(photo, model))
 
     # --- listings -------------------------------------------------------------------------------
 

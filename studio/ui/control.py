@@ -35,9 +35,7 @@ from studio.ui.common import (
 from studio.ui.txt2img import size_sliders
 from studio.ui.widgets import ImageInput, NamedSlider, gpu_event_options, user_error
 
-MODE_LABELS = [("Sketch (scribble)", "scribble"), ("Pose (openpose)", "openpose"),
-               ("Edges of a photo (canny)", "canny")]
-assert [value for _, value in MODE_LABELS] == list(CONTROL_MODES)
+MODE_LABELS = [(mode.label, name) for name, mode in CONTROL_MODES.items()]
 
 
 def create_tab(studio, header, jobs, caps):
