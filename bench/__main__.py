@@ -125,7 +125,7 @@ def bench_lora_swaps(studio, args) -> None:
     """Switching LoRA sets in the manager vs reloading the base pipeline from disk."""
     import diffusers
 
-    from studio.task_specs import TASKS
+    from studio.tasks import TASKS
 
     manager = studio.manager()
     base_folder = manager.resolve("base")

@@ -65,7 +65,7 @@ def naive_side(preset: str, device: str):
     manager = ModelManager(load_preset(preset, settings.presets_dir), settings)  # only to resolve folders
     base, (dev, dtype) = manager.resolve("base"), pick_device(device, settings.dtype)
     family = manager.preset.family
-    from studio.task_specs import TASKS
+    from studio.tasks import TASKS
 
     pipeline = {task: getattr(diffusers, spec.pipelines[family]).from_pretrained for task, spec in TASKS.items()}
     load = {"dtype": dtype, **({"safety_checker": None, "requires_safety_checker": False} if family == "sd" else {})}

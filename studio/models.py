@@ -31,7 +31,7 @@ from studio.presets import CONFIGS_DIR, Preset
 from studio.prompt_encoder import Encoded, encode_prompts, plain_prompts
 from studio.samplers import make_scheduler
 from studio.settings import Settings
-from studio.task_specs import TASKS
+from studio.tasks import TASKS
 
 log = logging.getLogger(__name__)
 # from_pipe(dtype=...) calls .to(dtype) on shared modules, which logs a float32 warning on every
@@ -346,7 +346,7 @@ class ModelManager:
         """Lend a pipeline for `task` that shares the base weights, has its own scheduler and has
         exactly `loras` active; none stays active after the block.
 
-        The task's spec (studio/task_specs.py) names its pipeline class and the models it adds to
+        The task's spec (its module under studio/tasks/) names its pipeline class and the models it adds to
         the base: inpaint the preset's inpaint UNet when it has one (else the base UNet, which
         diffusers runs too), instruct the instruct UNet, control the ControlNet of `control_mode`."""
         spec = TASKS[task]

@@ -2,7 +2,7 @@
 seeds and infotexts out. This is the part that runs where the GPU is (in this process, a ZeroGPU
 worker or a Ray replica: studio/backends/); saving and history stay with the front end (core.py).
 
-The same loop serves every task: the task's Plan (studio/tasks.py) says what differs.
+The same loop serves every task: the task's Plan (its module under studio/tasks/) says what differs.
 """
 
 from __future__ import annotations

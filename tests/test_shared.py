@@ -106,6 +106,7 @@ def test_a_user_cannot_read_anothers_images_by_path(private_server):
         assert answer.status_code in (403, 404) and "root:" not in answer.text, path
 
 
+@pytest.mark.slow  # starts app.py in a subprocess
 def test_listen_without_auth_warns_and_prints_the_lan_url(tmp_path, models_dir):
     port = free_port()
     proc = subprocess.Popen(

@@ -1,0 +1,202 @@
+"""What every task shares: the request's common settings and their checks, the Plan a task makes
+of a request, and the TaskSpec that tells the model manager what the task's pipeline needs.
+
+Each task is one module beside this one (its request, its plan, its spec); studio/tasks/__init__.py
+is the registry the renderer and the model manager read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from PIL import Image
+
+from studio.errors import RequestError
+from studio.imaging import check_image, fit_within
+from studio.loras import MAX_LORAS_PER_REQUEST, merge_loras, parse_prompt_loras
+from studio.metadata import format_infotext
+from studio.presets import Limits
+from studio.samplers import SAMPLER_NAMES
+
+MAX_SEED = 2**32 - 1
+MAX_CLIP_SKIP = 12
+MAX_PROMPT_CHARS = 10_000
+
+
+def check_range(label: str, value: float, low: float, high: float, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{label} must be a number, got {value!r}.")
+    if not low <= value <= high:  # NaN fails this too
+        raise RequestError(f"{label} must be between {_number(low)} and {_number(high)}, got {_number(value)}.{hint}")
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def check_int(label: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or int(value) != value:
+        raise RequestError(f"{label} must be a whole number, got {value!r}.")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Settings every task shares. Subclasses add their own and extend `validate` / `infotext_extra`."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = 20
+    guidance_scale: float = 7.0
+    seed: int = -1  # -1: pick a random seed; the seed used is reported and stored
+    sampler: str = "Euler a"
+    batch_size: int = 1
+    batch_count: int = 1
+    # (name, weight) pairs from the LoRA picker; `<lora:name:w>` tags in the prompt are added by
+    # `with_prompt_loras()` before the request runs.
+    loras: tuple[tuple[str, float], ...] = ()
+    clip_skip: int = 1  # A1111's: 2 reads the text encoder's next-to-last layer
+    vae: str = ""  # a file of the VAE folder to decode with; "" = the model's own
+
+    task = "txt2img"
+
+    def with_prompt_loras(self) -> "GenerationRequest":
+        """This request with `<lora:...>` tags taken out of the prompt and merged into `loras`."""
+        clean, tagged = parse_prompt_loras(self.prompt)
+        return replace(self, prompt=clean, loras=merge_loras(list(self.loras), tagged))
+
+    def validate(self, limits: Limits) -> None:
+        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
+            raise RequestError("Prompt and negative prompt must be text.")
+        if len(self.loras) > MAX_LORAS_PER_REQUEST:
+            raise RequestError(f"At most {MAX_LORAS_PER_REQUEST} LoRAs can be used at once, got {len(self.loras)}.")
+        for name, weight in self.loras:
+            check_range(f"Weight of LoRA '{name}'", weight, -4, 4)
+        steps = check_int("Steps", self.steps)
+        check_range("Steps", steps, 1, limits.max_steps, " Lower the number of steps." if steps > 1 else "")
+        check_range("CFG scale", self.guidance_scale, 0, 30)
+        seed = check_int("Seed", self.seed)
+        if seed != -1:
+            check_range("Seed", seed, 0, MAX_SEED, " Use -1 for a random seed.")
+        if self.sampler not in SAMPLER_NAMES:
+            raise RequestError(f"Unknown sampler {self.sampler!r}. Choose one of: {', '.join(SAMPLER_NAMES)}.")
+        check_range("Batch size", check_int("Batch size", self.batch_size), 1, limits.max_batch_size)
+        check_range("Batch count", check_int("Batch count", self.batch_count), 1, limits.max_batch_count)
+        check_range("Clip skip", check_int("Clip skip", self.clip_skip), 1, MAX_CLIP_SKIP)
+        if not isinstance(self.vae, str):
+            raise RequestError("VAE must be the name of a file in the VAE folder, or empty for the model's own.")
+        for label, text in (("Prompt", self.prompt), ("Negative prompt", self.negative_prompt)):
+            if len(text) > MAX_PROMPT_CHARS:
+                raise RequestError(f"{label} is {len(text)} characters; at most {MAX_PROMPT_CHARS} are read. "
+                                   "Shorten it.")
+
+    def infotext_extra(self) -> dict:
+        """The task's own settings, written after the common ones (A1111 names)."""
+        return {}
+
+    def infotext(self, seed: int, model: str, size: tuple[int, int], steps_run: int | None = None,
+                 extra: dict | None = None) -> str:
+        params = {
+            "Steps": self.steps,
+            "Sampler": self.sampler,
+            "CFG scale": float(self.guidance_scale),
+            "Seed": seed,
+            "Size": f"{size[0]}x{size[1]}",
+            "Model hash": (extra or {}).get("Model hash"),  # A1111's order: the hash, then the name
+            "Model": model,
+        }
+        params.update(self.infotext_extra())
+        if self.clip_skip != 1:
+            params["Clip skip"] = self.clip_skip
+        if steps_run is not None and steps_run != self.steps:
+            params["Steps run"] = steps_run  # img2img/inpaint run round(steps x strength) of them
+        params.update(extra or {})
+        prompt = self.prompt
+        if self.loras:  # as A1111 writes them: in the prompt, so the text reproduces the image
+            tags = " ".join(f"<lora:{name}:{weight:g}>" for name, weight in self.loras)
+            prompt = f"{prompt}, {tags}" if prompt else tags
+        return format_infotext(prompt, self.negative_prompt, params)
+
+
+def check_size(width, height, limits: Limits) -> None:
+    for label, value, limit in (("Width", width, limits.max_width), ("Height", height, limits.max_height)):
+        value = check_int(label, value)
+        if value % 8:
+            lower, upper = value // 8 * 8, value // 8 * 8 + 8
+            raise RequestError(f"{label} must be a multiple of 8, got {value}: use {lower or 8} or {upper}.")
+        check_range(label, value, 64, limit)
+
+
+def check_strength(value: float) -> None:
+    check_range("Denoising strength", value, 0, 1)
+
+
+@dataclass
+class HiresPass:
+    """Hires. fix: each first-pass image is upscaled to `size` and redrawn by Image to Image."""
+
+    size: tuple[int, int]
+    steps: int  # Image to Image's steps, of which it runs
+    steps_run: int  # round(steps x strength); 0: the upscaled image is the result
+    strength: float
+
+
+@dataclass
+class Plan:
+    task: str  # the manager's pipeline: txt2img, img2img, inpaint, instruct, control
+    inputs: dict  # the task's own keyword arguments for the diffusers call
+    size: tuple[int, int]  # of the images it makes (after a Hires. fix pass)
+    steps_run: int
+    control_mode: str | None = None
+    finish: Callable[[Image.Image], Image.Image] | None = None
+    passthrough: Image.Image | None = None  # nothing to denoise: this image is the result
+    notes: list[str] = field(default_factory=list)  # told to the user (e.g. "scaled down to fit")
+    hires: HiresPass | None = None
+    infotext_size: tuple[int, int] | None = None  # "Size:" when it is not the images' (A1111: the first pass)
+
+
+def steps_and_strength(steps: int, strength: float) -> tuple[int, float]:
+    """Steps to run = round(steps x strength), and the strength that makes diffusers run exactly
+    that many (it floors steps x strength, so 20 x 0.35 would run 6 steps, not 7)."""
+    run = min(steps, math.floor(steps * strength + 0.5))
+    return run, min(1.0, (run + 0.5) / steps)
+
+
+def input_image(image: Image.Image, limits: Limits) -> tuple[Image.Image, list[str]]:
+    """The input, in RGB, with sides that are multiples of 8, within the preset's limits."""
+    fitted, note = fit_within(check_image(image), limits.max_width, limits.max_height)
+    return fitted, [note] if note else []
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a manager task asks of the model manager: its diffusers pipeline class per family and
+    the models it needs besides the base. `ModelManager.pipeline` reads it and knows no task by name."""
+
+    name: str  # the manager task: the key of its lent pipelines, Plan.task
+    pipelines: dict[str, str]  # model family -> diffusers pipeline class name
+    unet_role: str | None = None  # a specialised UNet that replaces the base UNet (inpaint, instruct)
+    # False: the base UNet serves when the preset has no such model (diffusers inpaints with both)
+    unet_required: bool = False
+    controlnet: bool = False  # adds the ControlNet of the request's control mode
+
+    def roles(self, preset, control_mode: str | None = None) -> list[str]:
+        """The preset roles this task loads, the base first."""
+        roles = ["base"]
+        if self.unet_role and (self.unet_required or preset.model(self.unet_role)):
+            roles.append(self.unet_role)
+        if self.controlnet:
+            roles.append(f"control.{control_mode}")
+        return roles
+
+    def overrides(self, roles: list[str], component) -> dict:
+        """`from_pipe` overrides: the specialised models of `roles`, loaded by `component(role)`."""
+        return {("controlnet" if role.startswith("control.") else "unet"): component(role) for role in roles[1:]}
+
+
+def family_pipelines(sd: str, sdxl: str) -> dict[str, str]:
+    """A TaskSpec's pipeline class names for the two model families."""
+    return {"sd": sd, "sdxl": sdxl}
