@@ -57,7 +57,8 @@ def studio_side(preset: str, device: str, outputs: str):
 def naive_side(preset: str, device: str):
     import diffusers
 
-    from studio.models import ModelManager, pick_device
+    from studio.devices import pick_device
+    from studio.models import ModelManager
     from studio.presets import load_preset
     from studio.settings import Settings
 

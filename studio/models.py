@@ -23,11 +23,14 @@ import torch
 from studio import tiny
 from studio.adapters import AdapterManager
 from studio.checkpoints import CheckpointFolder, config_folder
+from studio.devices import pick_device
 from studio.embeddings import EmbeddingLibrary
 from studio.errors import ModelUnavailableError
 from studio.loras import LoraLibrary
 from studio.model_cache import ModelCache, module_bytes
+from studio.pose_annotator import load_annotator
 from studio.presets import CONFIGS_DIR, Preset
+from studio.previews import PreviewPolicy
 from studio.prompt_encoder import Encoded, encode_prompts, plain_prompts
 from studio.samplers import make_scheduler
 from studio.settings import Settings
@@ -39,29 +42,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
 
 UNET_CHANNELS = {"inpaint": 9, "instruct": 8}  # input channels of a specialised checkpoint's UNet
-ANNOTATOR_FILES = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
-PREVIEW_BUDGET_S = 0.25  # the most one live preview through the preview VAE may take
-
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def pick_device(requested: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """The device to run on and its dtype: CUDA fp16, Apple MPS fp16, else CPU fp32, unless `dtype`
-    names one (bfloat16 halves the memory of a CPU run)."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            requested = "cuda"
-        elif torch.backends.mps.is_available():
-            requested = "mps"
-        else:
-            requested = "cpu"
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelUnavailableError("--device cuda was asked for, but PyTorch sees no CUDA GPU. Use --device cpu.")
-    if dtype != "auto":
-        return device, DTYPES[dtype]
-    return device, torch.float32 if device.type == "cpu" else torch.float16
 
 
 def _pipeline_class(name: str):
@@ -133,8 +113,7 @@ class ModelManager:
         # then lent one request at a time under the lock, each time with a new scheduler.
         self._task_pipes: dict[tuple[str, str | None], object] = {}
         self._schedulers: dict[str, object] = {}  # sampler -> an unused scheduler to copy
-        self._preview = None  # the preview VAE once loaded; False when it could not be, or is too slow
-        self._preview_decodes = 0
+        self.previews = PreviewPolicy()
         budget_mb = preset.model_cache_mb if settings.model_cache_mb is None else settings.model_cache_mb
         # Specialised models (inpaint/instruct UNets, ControlNets, the annotator); evicting one drops
         # the task pipelines, which may hold it.
@@ -253,33 +232,20 @@ class ModelManager:
         return self._cached(role, lambda: load().to(self.home))
 
     def preview_decoder(self):
-        """The preset's TAESD (AutoencoderTiny) for live previews, or None when the preset names none
-        or it cannot be loaded now: previews then fall back to the latent approximation, since a
-        generation must never fail for its preview. Small (10 MB), so kept outside the cache budget."""
+        """The preset's TAESD for live previews while the preview policy keeps it (previews.py)."""
         from diffusers import AutoencoderTiny
 
+        if not self.preset.model("preview_vae"):
+            return None
         with self._lock:
-            if self._preview is None and self.preset.model("preview_vae"):
-                try:
-                    decoder = self._load(AutoencoderTiny, "preview_vae")
-                    self._preview = decoder.to(self.device)
-                except ModelUnavailableError as exc:
-                    log.warning("live previews use the latent approximation: %s", exc)
-                    self._preview = False
-            return self._preview or None
+            return self.previews.decoder(lambda: self._load(AutoencoderTiny, "preview_vae").to(self.device))
 
     def note_preview_time(self, seconds: float) -> None:
-        """Previews must stay cheap next to the steps they interrupt. Where the preview VAE is slow
-        (the real TAESD takes about 1.3 s at 512x512 on a 2-core CPU) the latent approximation is
-        used from then on. The first decode is not judged: it pays one-time set-up costs."""
-        self._preview_decodes += 1
-        if self._preview_decodes > 1 and seconds > PREVIEW_BUDGET_S and self._preview:
-            log.info("the preview VAE took %.2f s; live previews use the latent approximation", seconds)
-            self._preview = False
+        self.previews.note_time(seconds)
 
     def annotator(self):
         """The OpenPose detector of controlnet-aux, from the preset's folder or hub id."""
-        return self._cached("pose_annotator", self._load_annotator)
+        return self._cached("pose_annotator", lambda: load_annotator(self.resolve("pose_annotator"), self.device))
 
     def _cached(self, role: str, load):
         with self._lock:
@@ -315,30 +281,6 @@ class ModelManager:
         detector = self.annotator()
         with self._lock:
             return detector.detect_poses(np.asarray(photo.convert("RGB")))
-
-    def _load_annotator(self):
-        ref = self.resolve("pose_annotator")
-        folder = Path(ref)
-        if folder.is_dir():
-            missing = [name for name in ANNOTATOR_FILES if not (folder / name).is_file()]
-            if missing:
-                raise ModelUnavailableError(
-                    f"The OpenPose annotator weights are missing from '{folder}': {', '.join(missing)}. "
-                    "Download them from lllyasviel/Annotators into that folder, or upload a ready "
-                    "skeleton image or edit a pose instead of detecting one."
-                )
-        from controlnet_aux import OpenposeDetector
-
-        try:
-            detector = OpenposeDetector.from_pretrained(ref)
-        except (OSError, ValueError) as exc:
-            log.warning("loading pose annotator %s failed: %s", ref, exc)
-            raise ModelUnavailableError(
-                f"Could not load the OpenPose annotator '{ref}' ({', '.join(ANNOTATOR_FILES)}): it is not cached "
-                "and could not be downloaded. Connect to the internet once, point pose_annotator at a folder "
-                "holding those files, or upload a ready skeleton image instead of detecting one."
-            ) from None
-        return detector.to(self.device)
 
     @contextmanager
     def pipeline(self, task: str, sampler: str, control_mode: str | None = None,

@@ -8,8 +8,14 @@ ComfyUI use for their "approximate" previews; SDXL's latent space has its own.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from PIL import Image
+
+from studio.errors import ModelUnavailableError
+
+log = logging.getLogger(__name__)
 
 _FACTORS = {
     "sd": [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]],
@@ -17,6 +23,35 @@ _FACTORS = {
              [-0.3165, -0.2492, -0.2188]],
 }
 PREVIEW_EVERY = 3  # steps between previews: a preview costs a few ms, sending it to the page more
+PREVIEW_BUDGET_S = 0.25  # the most one live preview through the preview VAE may take
+
+
+class PreviewPolicy:
+    """Whether live previews go through the preview VAE. A generation must never fail for its
+    preview: a preview VAE that cannot be loaded, or is slow next to the steps it interrupts (the
+    real TAESD takes about 1.3 s at 512x512 on a 2-core CPU), gives way to the latent approximation
+    from then on. The first decode is not judged: it pays one-time set-up costs."""
+
+    def __init__(self, budget_s: float = PREVIEW_BUDGET_S):
+        self.budget_s = budget_s
+        self._decoder = None  # once loaded; False when it could not be, or was too slow
+        self._decodes = 0
+
+    def decoder(self, load):
+        """The preview VAE (loaded by `load()` the first time), or None: use the approximation."""
+        if self._decoder is None:
+            try:
+                self._decoder = load()
+            except ModelUnavailableError as exc:
+                log.warning("live previews use the latent approximation: %s", exc)
+                self._decoder = False
+        return self._decoder or None
+
+    def note_time(self, seconds: float) -> None:
+        self._decodes += 1
+        if self._decodes > 1 and seconds > self.budget_s and self._decoder:
+            log.info("the preview VAE took %.2f s; live previews use the latent approximation", seconds)
+            self._decoder = False
 
 
 def latents_to_preview(latents: torch.Tensor, family: str = "sd", decoder=None) -> Image.Image:

@@ -1,0 +1,27 @@
+"""Which device the models run on, and in which precision."""
+
+from __future__ import annotations
+
+import torch
+
+from studio.errors import ModelUnavailableError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def pick_device(requested: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """The device to run on and its dtype: CUDA fp16, Apple MPS fp16, else CPU fp32, unless `dtype`
+    names one (bfloat16 halves the memory of a CPU run)."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailableError("--device cuda was asked for, but PyTorch sees no CUDA GPU. Use --device cpu.")
+    if dtype != "auto":
+        return device, DTYPES[dtype]
+    return device, torch.float32 if device.type == "cpu" else torch.float16
