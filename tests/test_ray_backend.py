@@ -116,11 +116,11 @@ def test_a_bad_request_gets_the_same_message_as_on_one_gpu(ray_studio, studio):
 
 
 def test_a_full_queue_says_the_studio_is_busy_and_the_rest_are_served(ray_studio):
-    outcomes = []
+    outcomes, statuses = [], []
 
     def run():
         try:
-            outcomes.append(ray_studio.generate(Txt2ImgRequest(**LONG, loras=())))
+            outcomes.append(ray_studio.generate(Txt2ImgRequest(**LONG, loras=()), on_status=statuses.append))
         except RequestError as exc:
             outcomes.append(str(exc))
 
@@ -133,6 +133,8 @@ def test_a_full_queue_says_the_studio_is_busy_and_the_rest_are_served(ray_studio
     assert busy and all("The studio is busy" in text and "number 3 in the queue" in text for text in busy)
     assert len(outcomes) - len(busy) >= 2  # the jobs that got a place ran to the end
     assert all(len(outcome.paths) == 1 for outcome in outcomes if not isinstance(outcome, str))
+    # The queued ones were told their place while they waited.
+    assert "Waiting for a GPU worker: number 1 in the queue" in statuses
 
 
 def test_the_page_generates_on_the_replicas(ray_studio, settings):

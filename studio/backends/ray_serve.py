@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 APP = "sd-studio"
 NAMESPACE = "sd-studio"
 STOP_BOARD = "sd-studio-stops"
+QUEUE_NOTE_AFTER_S = 0.5  # a job not taken by then is told its place in the queue
 MODEL_SETS_PER_REPLICA = 4  # keys (preset + LoRA set) a replica is said to hold, the oldest dropped
 STUDIO_PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -180,7 +182,8 @@ class RayBackend:
         self.handle = serve.run(app, name=APP, route_prefix=None).options(stream=True)
         self.concurrency = self.replicas
         self._lock = threading.Lock()
-        self._waiting: list[str] = []  # this front end's jobs sent but not started, oldest first
+        # This front end's jobs sent but not started, oldest first (other front ends' are not seen).
+        self._waiting: list[str] = []
         self.running: dict[str, str] = {}  # job -> the replica (actor name) rendering it
         self.routed = self.hits = 0  # jobs started, and of those, on a replica that held their key
 
@@ -243,21 +246,22 @@ class RayBackend:
             yield event
 
     def _watch(self, job: str, events: JobEvents, finished: threading.Event, started: threading.Event) -> None:
-        """While the job lives: hand its Stop to the board at once, and say its place in the queue
-        until a replica takes it."""
-        told = 0
+        """While the job lives: hand its Stop to the board at once, and while no replica has taken
+        it (after a moment, so a free replica's job shows nothing), say its place in the queue."""
+        told, sent = 0, time.monotonic()
         while not finished.is_set():
             if events.stop is not None and events.stop.wait(0.05):
                 self.board.stop.remote(job)
                 return
             if events.stop is None:
                 finished.wait(0.05)
-            if not started.is_set() and events.on_status is not None:
-                with self._lock:
-                    ahead = self._waiting.index(job) if job in self._waiting else 0
-                if ahead and ahead != told:
-                    events.on_status(f"Waiting for a GPU worker: {ahead} job(s) ahead of yours")
-                    told = ahead
+            if started.is_set() or events.on_status is None or time.monotonic() - sent < QUEUE_NOTE_AFTER_S:
+                continue
+            with self._lock:
+                place = self._waiting.index(job) + 1 if job in self._waiting else 0
+            if place and place != told:
+                events.on_status(f"Waiting for a GPU worker: number {place} in the queue")
+                told = place
 
     def hit_rate(self) -> float:
         """Share of jobs that went to a replica already holding their preset and LoRA set."""
