@@ -172,3 +172,4 @@ def test_a_replica_killed_mid_job_fails_that_job_with_a_message_and_the_next_wor
         ray_studio.generate(Txt2ImgRequest(**LONG), on_step=on_step)
     assert killed
     assert len(ray_studio.generate(Txt2ImgRequest(**BASE)).paths) == 1
+

@@ -10,8 +10,11 @@ studio/backends/stream.py.
 - Stop: Ray's cancel raises only at an `await`, and the pipeline call blocks, so each job has a
   flag on a small actor (StopBoard) that the replica's step callback reads: the job ends within a
   step, keeping the batches it finished, as on one GPU.
-- Backpressure: `max_queued_requests` (the studio's queue size); beyond it the user is told the
-  studio is busy, with the queue's length, instead of getting an exception.
+- Queue and backpressure: each front end sends at most one job per replica and keeps the rest
+  waiting in order (each told its place), up to the studio's queue size; beyond it the user is told
+  the studio is busy instead of getting an exception. Serve's own `max_queued_requests` is set to
+  the same size and gets the same message, but Serve counts it per caller (each front end's
+  router), so it bounds one front end's flood, not a cluster shared by several.
 - A replica that dies mid-job (killed, out of host memory) fails only that job, with a message;
   Serve starts another in its place and the next job goes to a living one.
 
@@ -182,7 +185,9 @@ class RayBackend:
         self.handle = serve.run(app, name=APP, route_prefix=None).options(stream=True)
         self.concurrency = self.replicas
         self._lock = threading.Lock()
-        # This front end's jobs sent but not started, oldest first (other front ends' are not seen).
+        self._slots = threading.Semaphore(self.replicas)
+        self._queued = 0  # jobs waiting for a slot
+        # This front end's jobs not yet on a replica, oldest first (other front ends' are not seen).
         self._waiting: list[str] = []
         self.running: dict[str, str] = {}  # job -> the replica (actor name) rendering it
         self.routed = self.hits = 0  # jobs started, and of those, on a replica that held their key
@@ -205,19 +210,29 @@ class RayBackend:
 
         job = uuid.uuid4().hex
         with self._lock:
+            if self._queued >= self.queue_size:
+                raise self._busy()
+            self._queued += 1
             self._waiting.append(job)
         finished, started = threading.Event(), threading.Event()
         watcher = threading.Thread(target=self._watch, args=(job, events, finished, started), daemon=True)
         watcher.start()
+        has_slot = False
         try:
+            # At most one job in flight per replica from this front end: the rest wait here, where a
+            # free slot is seen at once (in Serve's router a queued job waits on its retries).
+            try:
+                while not (has_slot := self._slots.acquire(timeout=0.05)):
+                    if events.stop is not None and events.stop.is_set():
+                        return Rendered(stopped=True)
+            finally:
+                with self._lock:
+                    self._queued -= 1
             response = self.handle.options(multiplexed_model_id=multiplex_key(preset.name, request)).remote(
                 request, preset, job, events.on_preview is not None)
             return deliver(self._played(response, job, started), events)
-        except BackPressureError:
-            raise RequestError(
-                f"The studio is busy: every GPU worker ({self.replicas}) has a job and {self.queue_size} more are "
-                f"waiting, so yours would be number {self.queue_size + 1} in the queue. Try again in a minute."
-            ) from None
+        except BackPressureError:  # other front ends filled the cluster's queue
+            raise self._busy() from None
         except RayError as exc:
             log.warning("a Ray replica failed during job %s: %s", job, exc)
             raise RequestError(
@@ -225,12 +240,19 @@ class RayBackend:
                 "Generate again: the other workers keep serving and Ray starts a new one in its place."
             ) from None
         finally:
+            if has_slot:
+                self._slots.release()
             finished.set()
             watcher.join()
             with self._lock:
                 self._waiting.remove(job) if job in self._waiting else None
                 self.running.pop(job, None)
             self.board.forget.remote(job)
+
+    def _busy(self) -> RequestError:
+        return RequestError(
+            f"The studio is busy: every GPU worker ({self.replicas}) has a job and {self.queue_size} more are "
+            f"waiting, so yours would be number {self.queue_size + 1} in the queue. Try again in a minute.")
 
     def _played(self, response, job: str, started: threading.Event):
         """The replica's events, less its "started" one, which this backend reads itself."""
