@@ -130,28 +130,3 @@ def test_model_folder_prompt_and_api_flags_and_their_variables_reach_the_setting
     assert (from_env.checkpoints_dir, from_env.api, from_env.prompt_syntax) == (tmp_path / "env-c", False, "plain")
     assert app.settings_from_args(app.parse_args(["--api", "on"])).api is True  # the flag over the variable
 
-
-def test_scale_out_flags_pick_the_ray_backend_and_without_ray_say_how_to_install_it(monkeypatch, settings):
-    import dataclasses
-
-    import app
-    from studio.backends import choose_backend, ray_serve
-    from studio.backends.local import LocalBackend
-    from studio.errors import BackendError
-    from studio.model_pool import ModelPool
-
-    for name in ("STUDIO_WORKERS", "STUDIO_RAY_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
-    assert (app.settings_from_args(app.parse_args([])).workers, settings.ray_address) == (0, "")
-    flagged = app.settings_from_args(app.parse_args(["--workers", "3", "--ray-address", "auto"]))
-    assert (flagged.workers, flagged.ray_address) == (3, "auto")
-    monkeypatch.setenv("STUDIO_WORKERS", "2")
-    assert app.settings_from_args(app.parse_args([])).workers == 2
-    with pytest.raises(ValueError, match="workers must be 0"):
-        dataclasses.replace(settings, workers=-1)
-
-    pool = ModelPool(settings)
-    assert isinstance(choose_backend(settings, pool), LocalBackend)
-    monkeypatch.setattr(ray_serve, "ray", None)  # as on a machine without Ray
-    with pytest.raises(BackendError, match=r'pip install "ray\[serve\]"'):
-        choose_backend(dataclasses.replace(settings, workers=2), pool)

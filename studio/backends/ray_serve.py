@@ -149,6 +149,19 @@ if ray is not None:
                 raise
 
 
+def replica_resources(replicas: int, gpus: int, cpus: float, cores: int) -> tuple[dict, int]:
+    """(Ray actor options, torch threads) of each replica. A GPU each where the cluster has enough;
+    more replicas than GPUs share them (0.5 GPU each for 2 on 1: Ray would otherwise wait for GPUs
+    that never come, and `serve.run` with them). Without GPUs, CPU replicas split this machine's
+    cores between their torch threads, through OMP_NUM_THREADS: `torch.set_num_threads` holds only
+    for the thread calling it, and each job renders in a thread of its own."""
+    if gpus:
+        return {"num_gpus": min(1.0, gpus / replicas)}, 0
+    threads = max(1, cores // replicas)
+    return {"num_cpus": min(1.0, cpus / replicas), "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads)}}}, \
+        threads
+
+
 def start_local_cluster(workers: int, object_store_mb: int = 256) -> None:
     """A Ray cluster on this machine only, for `workers` replicas: no dashboard, a small object
     store (images are small), the studio importable by the replicas."""
@@ -170,14 +183,9 @@ class RayBackend:
         self.board = StopBoard.options(name=STOP_BOARD, namespace=NAMESPACE, get_if_exists=True,
                                        lifetime="detached").remote()
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        cpus = int(ray.cluster_resources().get("CPU", 1))
         self.replicas = workers or max(1, gpus)
-        # One GPU a replica; without GPUs, CPU replicas sharing the cores (torch threads split).
-        # OMP_NUM_THREADS, not torch.set_num_threads: that one holds only for the thread calling it,
-        # and each job renders in a thread of its own.
-        self.threads = 0 if gpus else max(1, (os.cpu_count() or 1) // self.replicas)
-        actor = {"num_gpus": 1} if gpus else {"num_cpus": min(1, cpus / self.replicas), "runtime_env": {
-            "env_vars": {"OMP_NUM_THREADS": str(self.threads)}}}
+        actor, self.threads = replica_resources(self.replicas, gpus, ray.cluster_resources().get("CPU", 1),
+                                                os.cpu_count() or 1)
         self.queue_size = settings.queue_size
         serve.start(proxy_location="Disabled")  # no HTTP proxy: the front end calls the handle
         app = StudioWorker.options(num_replicas=self.replicas, max_queued_requests=settings.queue_size,
