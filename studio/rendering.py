@@ -191,6 +191,8 @@ def _run_pass(manager: ModelManager, request: GenerationRequest, task: str, cont
 
 
 def render(manager: ModelManager, request: GenerationRequest, events: JobEvents | None = None) -> Rendered:
+    """Make a validated request's images on the manager's pipelines: every batch, the Hires. fix
+    pass, each image finished (pasted back, cropped) and given its infotext. Saves nothing."""
     events = events or JobEvents()
     on_step, stop, on_preview, on_status = events.on_step, events.stop, events.on_preview, events.on_status
     plan = PLANNERS[request.task](request, manager.preset.limits)

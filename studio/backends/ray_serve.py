@@ -239,7 +239,7 @@ class RayBackend:
             response = self.handle.options(multiplexed_model_id=multiplex_key(preset.name, request)).remote(
                 request, preset, job, events.on_preview is not None)
             return deliver(self._played(response, job, started), events)
-        except BackPressureError:  # other front ends filled the cluster's queue
+        except BackPressureError:  # Serve's own queue limit (counted per caller) refused it
             raise self._busy() from None
         except RayError as exc:
             log.warning("a Ray replica failed during job %s: %s", job, exc)
@@ -292,10 +292,6 @@ class RayBackend:
             if place and place != told:
                 events.on_status(f"Waiting for a GPU worker: number {place} in the queue")
                 told = place
-
-    def hit_rate(self) -> float:
-        """Share of jobs that went to a replica already holding their preset and LoRA set."""
-        return self.hits / self.routed if self.routed else 0.0
 
     def close(self) -> None:
         """Delete the deployment; stop the cluster too when this backend started it."""
