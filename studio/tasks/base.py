@@ -146,6 +146,11 @@ class HiresPass:
 
 @dataclass
 class Plan:
+    """What a request asks of its pipeline: the manager task, the task's own pipeline inputs, the
+    output size, the denoising steps that will really run, and how to finish each image (e.g.
+    paste the original back outside an inpaint mask). rendering.py does the rest, the same way
+    for every task."""
+
     task: str  # the manager's pipeline: txt2img, img2img, inpaint, instruct, control
     inputs: dict  # the task's own keyword arguments for the diffusers call
     size: tuple[int, int]  # of the images it makes (after a Hires. fix pass)
