@@ -119,6 +119,31 @@ def test_pose_editor_moves_a_joint_where_the_map_is_clicked(page):
     assert abs(x - 128) <= 2 and abs(y - 128) <= 2 and confidence == 1
 
 
+
+def test_canny_mode_finds_the_edges_of_an_uploaded_photo_and_generates_from_them(page, tmp_path):
+    photo = np.zeros((128, 128, 3), dtype=np.uint8)
+    photo[32:96, 32:96] = 255  # a white square: its edges are its outline
+    Image.fromarray(photo).save(tmp_path / "square.png")
+    page.get_by_role("tab", name="Control").click()
+    page.get_by_label("Edges of a photo (canny)").check()
+    page.locator("#control-edges-photo input[type=file]").set_input_files(str(tmp_path / "square.png"))
+    edges = page.locator("#control-map img").first
+    edges.wait_for(state="visible", timeout=60_000)  # uploading runs "Find the edges"
+    edges.evaluate("img => img.complete && img.naturalWidth > 0 ? true : new Promise(r => img.onload = r)")
+    white = edges.evaluate("""img => {
+        const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data; const at = [];
+        for (let i = 0; i < d.length; i += 4) if (d[i] > 128) at.push([(i / 4) % c.width, Math.floor(i / 4 / c.width)]);
+        return at; }""")
+    assert white and all(min(abs(x - 32), abs(x - 95), abs(y - 32), abs(y - 95)) <= 1 for x, y in white)
+    page.locator("#control-prompt textarea").fill("a box")
+    page.locator("#control-generate").click()
+    page.locator("#control-gallery img").first.wait_for(state="visible", timeout=60_000)
+    page.wait_for_function(
+        """() => document.querySelector('#control-info textarea').value.includes('ControlNet: "canny, weight 1')""",
+        timeout=30_000)
+
 def test_stop_stops_only_the_job_of_the_user_who_pressed_it(server, page, settings):
     """Two browser sessions: A starts a long job, B queues one; A presses Stop. A's job ends at
     once (and frees the GPU), B's runs to the end."""
