@@ -30,12 +30,12 @@ def mixed_jobs(args) -> list:
     mask.paste(255, (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
     common = {"prompt": "a lighthouse at dusk", "steps": args.steps, "seed": 7}
     kinds = [
-        lambda k: Txt2ImgRequest(**common, width=size, height=size, loras=SET_A),
-        lambda k: Img2ImgRequest(**common, image=photo, strength=1.0, loras=SET_B),
-        lambda k: Txt2ImgRequest(**common, width=size, height=size, loras=SET_B),
-        lambda k: InpaintRequest(**common, image=photo, mask=mask, mask_blur=0),
+        Txt2ImgRequest(**common, width=size, height=size, loras=SET_A),
+        Img2ImgRequest(**common, image=photo, strength=1.0, loras=SET_B),
+        Txt2ImgRequest(**common, width=size, height=size, loras=SET_B),
+        InpaintRequest(**common, image=photo, mask=mask, mask_blur=0),
     ]
-    return [kinds[k % len(kinds)](k) for k in range(8)]
+    return kinds * 2
 
 
 def all_at_once(studio, jobs) -> float:

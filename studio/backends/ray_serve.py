@@ -182,10 +182,10 @@ class RayBackend:
             self._connect(workers, address, object_store_mb)
         self.board = StopBoard.options(name=STOP_BOARD, namespace=NAMESPACE, get_if_exists=True,
                                        lifetime="detached").remote()
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
         self.replicas = workers or max(1, gpus)
-        actor, self.threads = replica_resources(self.replicas, gpus, ray.cluster_resources().get("CPU", 1),
-                                                os.cpu_count() or 1)
+        actor, self.threads = replica_resources(self.replicas, gpus, resources.get("CPU", 1), os.cpu_count() or 1)
         self.queue_size = settings.queue_size
         serve.start(proxy_location="Disabled")  # no HTTP proxy: the front end calls the handle
         app = StudioWorker.options(num_replicas=self.replicas, max_queued_requests=settings.queue_size,

@@ -147,7 +147,7 @@ class ControlUnit:
     end: float
 
 
-def control_unit(payload: dict, modes: tuple[str, ...]) -> ControlUnit | None:
+def control_unit(payload: dict) -> ControlUnit | None:
     """The first enabled ControlNet unit of `alwayson_scripts` (any capitalisation of
     "controlnet"); entries of other scripts, and empty or disabled units, are ignored, as clients
     send them (`ADetailer: {args: [false]}`)."""
@@ -164,6 +164,7 @@ def control_unit(payload: dict, modes: tuple[str, ...]) -> ControlUnit | None:
     unit = units[0]
     module = get_field(unit, "module", str, "none").lower()
     model = get_field(unit, "model", str, "None").lower()
+    modes = list(CONTROL_MODES)
     mode = next((m for m in modes if m in model), None) or next((m for m in modes if m in module), None)
     if mode is None:
         raise ApiError(422, f"Unknown ControlNet model '{unit.get('model')}'. Choose one of: {', '.join(modes)} "

@@ -202,7 +202,7 @@ class SdApi:
             hires = {"hires_fix": True, "hires_scale": scale, "hires_steps": get_field(payload, "hr_second_pass_steps",
                                                                                    int, 0),
                      "hires_denoising": get_field(payload, "denoising_strength", float, 0.7)}
-        unit = control_unit(payload, CONTROL_MODES)
+        unit = control_unit(payload)
         if unit is None:
             request = Txt2ImgRequest(width=width, height=height, **hires, **shared)
         else:
@@ -213,7 +213,7 @@ class SdApi:
 
     def img2img(self, owner: str, payload: dict) -> dict:
         model, shared = self._model_and_shared(owner, payload)
-        if control_unit(payload, CONTROL_MODES) is not None:
+        if control_unit(payload) is not None:
             raise ApiError(422, "ControlNet units work with txt2img here; send the unit to /sdapi/v1/txt2img.")
         images = get_field(payload, "init_images", list, [])
         if not images:
@@ -247,8 +247,8 @@ class SdApi:
         return bool(checkpoint) and self.studio.user_models.checkpoints.info(checkpoint).kind == "instruct"
 
     def _control_map(self, unit: ControlUnit, model: str):
-        """The ControlNet map for a unit: the image itself (module none), a scribble made from a
-        drawing, or the skeleton of the pose detected in a photo."""
+        """The ControlNet map for a unit: the image itself (module none), else the map its mode's
+        preprocessor makes (studio/control.py: a scribble, a detected pose's skeleton, canny edges)."""
         mode = mode_of_a1111_module(unit.module)
         if mode is None:  # "none"
             return unit.image.convert("RGB")

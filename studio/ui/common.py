@@ -318,7 +318,7 @@ def wire_generate(studio, fn, prompt_row_: PromptRow, inputs: list, results: Res
     Stop stops only this user's job, running or queued."""
     event = prompt_row_.generate.click(
         fn, inputs=inputs, outputs=[results.gallery, results.info, results.infotexts], api_name=api_name,
-        **gpu_event_options(concurrency=studio.backend.concurrency),
+        **gpu_event_options(studio),
     )
     if results.stats is not None:
         def show_summary(request: gr.Request):

@@ -131,9 +131,8 @@ def create_tab(studio, header, jobs, caps):
         pose = run_safely(lambda: studio.detect_pose(photo, preset=preset))
         return format_pose(pose), render_pose(pose)
 
-    # The same queue as Generate, with the same limit: Gradio keeps the lowest limit of a queue's events.
     detect.click(detect_pose, inputs=[photo, preset_box], outputs=[pose_json, control_map], api_name="detect_pose",
-                 **gpu_event_options(concurrency=studio.backend.concurrency))
+                 **gpu_event_options(studio))
 
     def control(control_image, prompt, negative_prompt="", control_mode="scribble", conditioning_scale=1.0,
                 guidance_start=0.0, guidance_end=1.0, steps=20, guidance_scale=7.0, width=512, height=512, seed=-1,

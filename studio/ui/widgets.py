@@ -84,7 +84,8 @@ class MaskEditor(gr.ImageEditor):
         return _decoded(super().preprocess, self.label, payload)
 
 
-def gpu_event_options(queue_id: str = "gpu", concurrency: int = 1) -> dict:
-    """Every event that runs models shares one queue, so GPU work never overlaps on one GPU (a
-    backend with several workers lets that many through)."""
-    return {"concurrency_id": queue_id, "concurrency_limit": concurrency}
+def gpu_event_options(studio) -> dict:
+    """Every event that runs models shares one queue, as many at once as the studio's backend runs
+    (one on one GPU, one per Ray replica). One limit for all: Gradio keeps the lowest limit among
+    the events of a queue, so a single event with 1 would hold every other to one at a time."""
+    return {"concurrency_id": "gpu", "concurrency_limit": studio.backend.concurrency}
