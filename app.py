@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port (default 7860)")
     parser.add_argument("--auth", action="append", metavar="USER:PASS", help="require this login (repeatable)")
     parser.add_argument("--auth-file", help="file with one user:pass per line")
+    parser.add_argument("--cors-allow", dest="cors_allow", action="append", metavar="ORIGIN",
+                        help="let pages at this origin (https://host[:port]) call the studio from the browser; "
+                             "every other site is refused (repeatable)")
     parser.add_argument("--share", action="store_true", help="make a public gradio.live link (off by default)")
     parser.add_argument("--outputs", dest="outputs_dir", help="folder for generated images and history")
     parser.add_argument("--models", dest="models_dir", help="folder for the tiny models and './' preset paths")
@@ -93,6 +96,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Flags over STUDIO_* variables over defaults; a switch left off leaves its variable in charge."""
     switches = ("listen", "auth", "auth_file", "share", "lowvram", "api")
     flags = {k: v for k, v in vars(args).items() if k not in switches}
+    flags["cors_allow"] = tuple(args.cors_allow) if args.cors_allow else None
     if args.listen:
         flags["host"] = "0.0.0.0"
     api = None if args.api is None else args.api == "on"
@@ -102,10 +106,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = settings_from_args(parse_args(argv))
+    try:
+        settings = settings_from_args(parse_args(argv))
+    except ValueError as exc:  # a flag's value the settings refuse, said as the flag's error
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # Imported here so `--help` and a bad preset answer without loading torch.
     from studio.core import Studio
-    from studio.ui import CSS, THEME, app_kwargs, build
+    from studio.ui import CSS, THEME, build, launch_options
 
     try:
         studio = Studio(settings)
@@ -120,17 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                   "Add --auth user:password (or --auth-file).", file=sys.stderr, flush=True)
     demo = build(studio)
     demo.queue(max_size=settings.queue_size)
-    launch = dict(
-        server_name=settings.host,
-        server_port=settings.port,
-        auth=list(settings.auth) or None,
-        auth_message="SD Studio: log in to use it.",
-        max_file_size=f"{settings.max_upload_mb}mb",
-        allowed_paths=[str(settings.outputs_dir)],
-        app_kwargs=app_kwargs(studio),
-        css=CSS,
-        theme=THEME,
-    )
+    launch = dict(server_name=settings.host, server_port=settings.port, css=CSS, theme=THEME,
+                  **launch_options(studio))
     if settings.share:
         try:
             demo.launch(share=True, prevent_thread_lock=True, **launch)

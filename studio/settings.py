@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # A Hugging Face Space's persistent storage, when the Space has it: outputs and history survive restarts.
@@ -21,6 +22,12 @@ def _default_outputs_dir() -> Path:
     if PERSISTENT_DIR.is_dir() and os.access(PERSISTENT_DIR, os.W_OK):
         return PERSISTENT_DIR / "outputs"
     return REPO_ROOT / "outputs"
+
+
+def _is_origin(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.path in ("", "/") \
+        and not parts.query and not parts.username
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,12 @@ class Settings:
     auth: tuple[tuple[str, str], ...] = ()  # (user, password) pairs; empty = no login
     share: bool = False  # a public Gradio share link
     api: bool = True  # AUTOMATIC1111's HTTP API (/sdapi/v1) on the same server; --api off removes it
-    max_upload_mb: int = 20
+    max_upload_mb: int = 20  # one uploaded file, or one image of an API call (decoded)
+    # Pixels of an input image, read from its header before it is decoded (a 15 KB PNG can hold 100 MP).
+    max_input_megapixels: int = 50
+    # Origins (scheme://host[:port]) whose pages may call the studio from the browser (CORS), as
+    # A1111's --cors-allow-origins; every other site is refused. STUDIO_CORS_ALLOW: comma-separated.
+    cors_allow: tuple[str, ...] = ()
     history: str = "auto"  # shared | private | auto (shared on a loopback install without logins)
     # Server-wide caps on top of every preset's own limits (0 = the preset's limit).
     cap_width: int = 0
@@ -77,8 +89,18 @@ class Settings:
             raise ValueError(f"dtype must be auto, float32, float16 or bfloat16, got {self.dtype!r}")
         if self.workers < 0:
             raise ValueError(f"workers must be 0 (this process) or more, got {self.workers}")
+        for origin in self.cors_allow:
+            if not _is_origin(origin):
+                raise ValueError(f"--cors-allow takes an origin like https://example.com or http://host:8080, "
+                                 f"got {origin!r}")
         if self.prompt_syntax not in PROMPT_SYNTAXES:
             raise ValueError(f"prompt syntax must be one of {', '.join(PROMPT_SYNTAXES)}, got {self.prompt_syntax!r}")
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body: an API call's images (base64 grows them by 4/3) with room for
+        an init image, a mask and a ControlNet image, and its JSON."""
+        return 4 * self.max_upload_mb * 2**20 + 2**20
 
     @property
     def shared_history(self) -> bool:
@@ -94,7 +116,8 @@ class Settings:
         for spec in fields(cls):
             raw = os.environ.get(f"STUDIO_{spec.name.upper()}")
             if raw is not None and spec.name != "auth":
-                values[spec.name] = raw
+                values[spec.name] = tuple(v.strip() for v in raw.split(",") if v.strip()) \
+                    if spec.name == "cors_allow" else raw
         for old, new in (("OUTPUTS", "outputs_dir"), ("MODELS", "models_dir"), ("LORAS", "loras_dir"),
                          ("CHECKPOINTS", "checkpoints_dir"), ("VAES", "vaes_dir"), ("EMBEDDINGS", "embeddings_dir")):
             if f"STUDIO_{old}" in os.environ:

@@ -73,13 +73,13 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def server(studio, settings):
     """The real Gradio app on a free loopback port; yields its URL."""
-    from studio.ui import CSS, app_kwargs, build
+    from studio.ui import CSS, build, launch_options
 
     demo = build(studio)
     demo.queue(max_size=settings.queue_size)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(settings.outputs_dir)], css=CSS, app_kwargs=app_kwargs(studio))
+                css=CSS, **launch_options(studio))
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 

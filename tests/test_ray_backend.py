@@ -140,14 +140,14 @@ def test_a_full_queue_says_the_studio_is_busy_and_the_rest_are_served(ray_studio
 def test_the_page_generates_on_the_replicas(ray_studio, settings):
     from gradio_client import Client
 
-    from studio.ui import app_kwargs, build
+    from studio.ui import build, launch_options
     from tests.conftest import free_port
 
     demo = build(ray_studio)
     # Every event on the GPU queue lets two jobs through, one per replica (Gradio keeps the lowest limit).
     assert {fn.concurrency_limit for fn in demo.fns.values() if fn.concurrency_id == "gpu"} == {2}
     demo.queue()
-    demo.launch(server_port=free_port(), prevent_thread_lock=True, quiet=True, app_kwargs=app_kwargs(ray_studio))
+    demo.launch(server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_options(ray_studio))
     try:
         client = Client(demo.local_url, verbose=False)
         gallery, info = client.predict(prompt="a fox", steps=2, width=64, height=64, seed=5, api_name="/txt2img")

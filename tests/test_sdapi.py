@@ -51,11 +51,9 @@ def client(api_url):
 def private_api(settings, tmp_path_factory):
     """A server with two logins: the API asks for them too."""
     from studio.core import Studio
-    from studio.ui import app_kwargs
-
     studio = Studio(dataclasses.replace(settings, outputs_dir=tmp_path_factory.mktemp("private-api"),
                                         auth=(("ann", "pw-ann"), ("bob", "pw-bob"))))
-    demo, url = launch(studio, auth=list(studio.settings.auth), app_kwargs=app_kwargs(studio))
+    demo, url = launch(studio)
     yield url.rstrip("/")
     demo.close()
 
@@ -267,10 +265,9 @@ def test_one_users_interrupt_does_not_stop_anothers_job(private_api):
 
 def test_api_off_serves_no_sdapi_routes(settings):
     from studio.core import Studio
-    from studio.ui import app_kwargs
 
     studio = Studio(dataclasses.replace(settings, api=False))
-    demo, url = launch(studio, app_kwargs=app_kwargs(studio))
+    demo, url = launch(studio)
     try:
         assert requests.get(f"{url}sdapi/v1/options").status_code == 404
     finally:

@@ -24,14 +24,14 @@ from tests.conftest import REPO, free_port
 FAST = dict(negative_prompt="", guidance_scale=7, width=64, height=64, sampler="Euler a", batch_size=1)
 
 
-def launch(studio, **launch_options):
-    from studio.ui import build
+def launch(studio, **options):
+    from studio.ui import build, launch_options
 
     demo = build(studio)
     demo.queue(max_size=studio.settings.queue_size)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(studio.settings.outputs_dir)], **launch_options)
+                **{**launch_options(studio), **options})
     return demo, f"http://127.0.0.1:{port}/"
 
 
@@ -42,9 +42,7 @@ def private_server(settings, tmp_path_factory):
 
     studio = Studio(dataclasses.replace(settings, outputs_dir=tmp_path_factory.mktemp("private"),
                                         auth=(("ann", "pw-ann"), ("bob", "pw-bob"))))
-    from studio.ui import app_kwargs
-
-    demo, url = launch(studio, auth=list(studio.settings.auth), app_kwargs=app_kwargs(studio))
+    demo, url = launch(studio)
     yield studio, url
     demo.close()
 
@@ -242,7 +240,7 @@ def test_server_caps_apply_over_the_api(settings, tmp_path):
 
     studio = Studio(dataclasses.replace(settings, outputs_dir=tmp_path / "o", cap_width=128, cap_steps=5,
                                         max_upload_mb=1))
-    demo, url = launch(studio, max_file_size="1mb")
+    demo, url = launch(studio)
     try:
         client = Client(url, verbose=False)
         with pytest.raises(AppError, match="Width must be between 64 and 128"):

@@ -26,19 +26,40 @@ footer { display: none !important; }
 THEME = gr.themes.Soft(primary_hue="orange")
 
 
-def app_kwargs(studio) -> dict:
-    """The FastAPI arguments `launch` passes to the server: the guard that keeps each user's
-    images their own on the file route, and A1111's API routes unless --api off."""
-    from starlette.middleware import Middleware
+def launch_options(studio) -> dict:
+    """What every launch of the page passes to `demo.launch`: the logins, the upload limit, the files
+    Gradio may serve (none of the outputs folder: the page shows copies, see published.py), and the
+    app, with the guard in front of every route (guard.py) and A1111's API unless --api off."""
+    settings = studio.settings
+    return dict(
+        _app=studio_app(studio),
+        auth=list(settings.auth) or None,
+        auth_message="SD Studio: log in to use it.",
+        max_file_size=f"{settings.max_upload_mb}mb",
+        allowed_paths=[],
+        blocked_paths=[str(settings.outputs_dir)],
+    )
 
-    from studio.ui.private_files import PrivateOutputs
 
-    kwargs: dict = {"middleware": [Middleware(PrivateOutputs, outputs_dir=studio.settings.outputs_dir)]}
+def studio_app(studio):
+    """Gradio's app class with the guard outermost. Gradio adds its own CORS layer to any app it
+    serves; a middleware handed in through `app_kwargs` would sit behind it, where Gradio has already
+    answered every preflight with the caller's origin. So the guard wraps the finished stack.
+    (`launch(_app=...)` is how Gradio's own Server mode hands in its app.)"""
+    from gradio.routes import App, ORJSONResponse
+
+    from studio.ui.guard import Guard
+
+    class StudioApp(App):
+        def build_middleware_stack(self):
+            return Guard(super().build_middleware_stack(), self, studio.settings)
+
+    routes = []
     if studio.settings.api:
         from studio.sdapi import sdapi_routes
 
-        kwargs["routes"] = sdapi_routes(studio)
-    return kwargs
+        routes = sdapi_routes(studio)
+    return StudioApp(routes=routes, default_response_class=ORJSONResponse)
 
 
 def widest_limits(studio) -> Limits:

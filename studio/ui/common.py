@@ -21,6 +21,7 @@ from studio.metadata import parse_infotext
 from studio.presets import Defaults, Limits
 from studio.requests import MAX_SEED
 from studio.samplers import SAMPLER_NAMES
+from studio.ui.published import publish
 from studio.ui.widgets import ImageInput, NamedNumber, NamedSlider, gpu_event_options, user_error
 
 log = logging.getLogger(__name__)
@@ -289,7 +290,7 @@ def _shown(result):
         gr.Info(note)
     if result.stopped:
         gr.Info("Stopped." if not result.paths else f"Stopped: kept the {len(result.paths)} finished image(s).")
-    items = [(str(path), None) for path in result.paths]
+    items = [(path, None) for path in publish(result.paths)]
     return items, (result.infotexts[0] if result.infotexts else ""), result.infotexts
 
 

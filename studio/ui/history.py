@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.ui.common import SEND_TARGETS, Results, history_owner
+from studio.ui.published import publish
 from studio.ui.widgets import user_error
 
 PER_PAGE = 24
@@ -35,8 +36,8 @@ def create_tab(studio):
         pages = max(1, -(-total // PER_PAGE))
         page_number = min(max(0, page_number), pages - 1)
         entries = studio.history.page(owner, page_number, PER_PAGE)
-        items = [(str(entry.path), entry.tab) for entry in entries if entry.path.is_file()]
         entries = [entry for entry in entries if entry.path.is_file()]
+        items = list(zip(publish([entry.path for entry in entries]), [entry.tab for entry in entries]))
         text = f"Page {page_number + 1} of {pages} · {total} image{'s' if total != 1 else ''}"
         first = entries[0].infotext if entries else ""
         return (items, page_number, [e.id for e in entries], [e.tab for e in entries],
