@@ -2,16 +2,76 @@
 
 from __future__ import annotations
 
+import io
+import threading
+from pathlib import Path
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from studio.errors import RequestError
 
-# Pillow's decompression-bomb guard: refuse images over 64 megapixels before decoding them.
-Image.MAX_IMAGE_PIXELS = 8192 * 8192
+# An input image may hold at most this many pixels, read from its header before it is decoded: a
+# 15 KB one-bit PNG can hold 100 MP, 300 MB once decoded to RGB. 50 MP takes any camera's photo.
+MAX_INPUT_PIXELS = 50_000_000
+# Pillow's own guard only warns between 1x and 2x its limit; ours above is checked first.
+Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
+# Formats an input may be in. Others (EPS runs Ghostscript; PSD, ICNS, ...) are refused unread.
+INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG covers MPO (phone photos)
+# Decoding is bounded process-wide, like Pillow's limit: however many requests arrive at once, at
+# most two images are being decoded, so memory stays near two images' worth above the models.
+_DECODING = threading.BoundedSemaphore(2)
 MIN_SIDE = 16
 
 RESIZE_MODES = ("Keep size", "Just resize", "Resize and crop", "Resize and pad")
+
+
+def open_image(source: bytes | str | Path, label: str = "Image", max_bytes: int | None = None) -> Image.Image:
+    """An input image (raw bytes or a file), checked before it is decoded: its size in bytes, its
+    format and its pixels from the header. Then decoded (at most two at once), turned upright by
+    its EXIF orientation, and 16-bit grey brought to 8 bits, as the page and the API both do."""
+    size = len(source) if isinstance(source, (bytes, bytearray)) else _file_size(source, label)
+    if max_bytes is not None and size > max_bytes:
+        raise RequestError(f"{label} is {size / 2**20:.1f} MB; the studio takes images up to "
+                           f"{max_bytes / 2**20:.0f} MB.")
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source,
+                           formats=INPUT_FORMATS)
+        pixels = image.width * image.height
+        if pixels > MAX_INPUT_PIXELS:
+            raise RequestError(f"{label} is {image.width}x{image.height} pixels ({pixels / 1e6:.0f} MP); the studio "
+                               f"takes images up to {MAX_INPUT_PIXELS / 1e6:.0f} MP. Scale it down first.")
+        with _DECODING:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _eight_bit(image)
+    except RequestError:
+        raise
+    except UnidentifiedImageError:
+        raise RequestError(f"{label} could not be read as an image. Send a PNG, JPEG or WebP picture "
+                           f"({', '.join(INPUT_FORMATS)} are read).") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
+        raise RequestError(f"{label} could not be read as an image ({type(exc).__name__}: it may be cut short or "
+                           "damaged). Send a PNG, JPEG or WebP picture.") from None
+
+
+def _file_size(path, label: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except (OSError, ValueError):
+        raise RequestError(f"{label}: the file could not be found; upload it again.") from None
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey (a 16-bit PNG opens as I;16) as 8-bit L; `convert("RGB")` would clip
+    everything above 255 to white."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+    if image.mode == "F" and values.max(initial=0) <= 1.0:
+        peak = 1.0
+    return Image.fromarray(np.clip(np.rint(values / peak * 255), 0, 255).astype(np.uint8), mode="L")
 
 
 def check_image(image: Image.Image | None, label: str = "Image") -> Image.Image:

@@ -16,10 +16,19 @@ import re
 
 from PIL import Image
 
+from studio.errors import RequestError
+
 PNG_KEY = "parameters"
+# The longest parameters text read (A1111's longest, with long prompts and every extension's keys,
+# stay far below); a longer one is refused before it is parsed.
+MAX_INFOTEXT_CHARS = 100_000
 _NEGATIVE = "Negative prompt:"
-# One "Key: value" pair of the last line; the value is either JSON-quoted or runs to the next comma.
-_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# One "Key: value" pair of the last line, matched at a position (never searched for): the key runs
+# to the first colon of its comma-separated field, the value is JSON-quoted or runs to the next
+# comma. Each attempt reads one field, and the next starts after it, so a line costs linear time.
+# (A1111's pattern, searched with findall, retries at every character: quadratic on a long line.)
+_FIELD = re.compile(r'\s*([^:,]*):\s*("(?:\\.|[^\\"])*"|[^,]*)\s*(?:,|$)')
+_KEY = re.compile(r"\w[\w \-/]+$")  # A1111's key: the end of the text before the colon
 
 
 def _format_value(value) -> str:
@@ -43,17 +52,22 @@ def format_infotext(prompt: str, negative_prompt: str, params: dict) -> str:
 
 def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     """Split infotext into (prompt, negative prompt, {key: raw string value})."""
+    if len(text) > MAX_INFOTEXT_CHARS:
+        raise RequestError(f"The parameters text is {len(text):,} characters long; the studio reads at most "
+                           f"{MAX_INFOTEXT_CHARS:,}.")
     lines = text.strip().split("\n")
     params: dict[str, str] = {}
-    last = lines[-1] if lines else ""
-    pairs = _PAIR.findall(last)
+    pairs = _pairs(lines[-1] if lines else "")
     if len(pairs) >= 3:  # a real parameter line has Steps, Sampler, ... (A1111 uses the same test)
         lines = lines[:-1]
         for key, value in pairs:
             value = value.strip()
-            if value.startswith('"') and value.endswith('"'):
-                value = json.loads(value)
-            params[key.strip()] = value
+            if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass  # not JSON after all: kept as written
+            params[key] = value
     prompt_lines: list[str] = []
     negative_lines: list[str] = []
     target = prompt_lines
@@ -63,6 +77,22 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
             line = line[len(_NEGATIVE):].lstrip()
         target.append(line)
     return "\n".join(prompt_lines), "\n".join(negative_lines), params
+
+
+def _pairs(line: str) -> list[tuple[str, str]]:
+    """The (key, value) fields of a parameter line, in one pass."""
+    pairs, position = [], 0
+    while position < len(line):
+        match = _FIELD.match(line, position)
+        if match is None:  # a field with no colon: skip to the next comma
+            comma = line.find(",", position)
+            position = len(line) if comma < 0 else comma + 1
+            continue
+        key = _KEY.search(match.group(1))
+        if key is not None:
+            pairs.append((key.group(0).strip(), match.group(2)))
+        position = max(match.end(), position + 1)
+    return pairs
 
 
 def read_png_infotext(image: Image.Image) -> str | None:

@@ -10,7 +10,10 @@ Written from the description of A1111's behaviour (its code is AGPL).
 
 from __future__ import annotations
 
+import math
 import re
+
+from studio.errors import RequestError
 
 BREAK = None  # the weight of the marker piece ("BREAK", None) that forces a new chunk
 ROUND, SQUARE = 1.1, 1 / 1.1
@@ -30,6 +33,12 @@ _TOKENS = re.compile(
     re.X,
 )
 _BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*")
+# Each bracket scales the pieces it holds, so the parse costs (pieces x depth): capping the depth
+# keeps it linear in the prompt's length. Real prompts nest a handful of levels.
+MAX_BRACKET_DEPTH = 32
+# A weight beyond this (after nesting) only drives the text encoder's states to infinity: black
+# images. A1111's users write 0.5-2.
+MAX_PROMPT_WEIGHT = 100.0
 
 
 def parse_weighted(prompt: str) -> list[tuple[str, float | None]]:
@@ -56,6 +65,9 @@ def parse_weighted(prompt: str) -> list[tuple[str, float | None]]:
         token, weight = match.group(0), match.group(1)
         if token.startswith("\\") and len(token) == 2:
             add_text(token[1])
+        elif token in "([" and len(round_open) + len(square_open) >= MAX_BRACKET_DEPTH:
+            raise RequestError(f"The prompt's brackets nest more than {MAX_BRACKET_DEPTH} deep; use fewer, or a weight "
+                               "like (word:1.5).")
         elif token == "(":
             round_open.append(len(pieces))
         elif token == "[":
@@ -77,6 +89,10 @@ def parse_weighted(prompt: str) -> list[tuple[str, float | None]]:
         scale(start, ROUND)
     for start in square_open:
         scale(start, SQUARE)
+    for text, weight in pieces:
+        if weight is not BREAK and not (math.isfinite(weight) and abs(weight) <= MAX_PROMPT_WEIGHT):
+            raise RequestError(f"The prompt weighs {text.strip()[:40]!r} by {weight:g}; weights (brackets included) must "
+                               f"be between -{MAX_PROMPT_WEIGHT:g} and {MAX_PROMPT_WEIGHT:g}, like (word:1.3).")
     return _merged(pieces)
 
 

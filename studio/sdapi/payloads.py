@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from PIL import Image
 
 from studio.checkpoints import OWN_VAE
 from studio.control import CONTROL_MODES
+from studio.errors import RequestError
+from studio.imaging import open_image
 from studio.samplers import SAMPLER_NAMES
 
 # A1111's sampler names and the k-diffusion aliases its API accepts -> ours.
@@ -39,6 +40,35 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+MAX_JSON_DEPTH = 32  # A1111's deepest payloads (ControlNet units in alwayson_scripts) nest 5 levels
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """A request body as a JSON object, nested at most MAX_JSON_DEPTH levels."""
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise ApiError(422, f"The JSON body nests too deeply; the studio reads at most {MAX_JSON_DEPTH} levels.") \
+            from None
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(422, "The request body must be JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "The request body must be a JSON object.")
+    _check_depth(body)
+    return body
+
+
+def _check_depth(value) -> None:
+    """Without recursion: a walk over (value, depth) pairs."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(422, f"The JSON body nests {depth} levels deep; the studio reads at most {MAX_JSON_DEPTH}.")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def get_field(payload: dict, name: str, kind: type, default):
@@ -63,22 +93,26 @@ def get_field(payload: dict, name: str, kind: type, default):
     raise ApiError(422, f"'{name}' must be {names[kind]}, got {json.dumps(value)[:80]}.")
 
 
-def decode_image(data, name: str) -> Image.Image:
-    """A base64 image, with or without a `data:image/...;base64,` prefix."""
+def decode_image(data, name: str, max_bytes: int) -> Image.Image:
+    """A base64 image, with or without a `data:image/...;base64,` prefix, through the studio's
+    checked decoder (size, format and pixels before decoding; EXIF orientation; 16-bit grey)."""
     if isinstance(data, dict):  # ControlNet's newer {"image": ..., "mask": ...}
         data = data.get("image")
     if not isinstance(data, str) or not data:
         raise ApiError(422, f"'{name}' must be a base64-encoded image.")
     if data.startswith("data:") and "," in data:
         data = data.split(",", 1)[1]
+    if len(data) * 3 // 4 > max_bytes + 3:  # known from the text's length, before decoding it
+        raise ApiError(413, f"'{name}' is {len(data) * 3 / 4 / 2**20:.1f} MB; the studio takes images up to "
+                            f"{max_bytes / 2**20:.0f} MB (--max-upload-mb).")
     try:
         raw = base64.b64decode(data, validate=False)
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (binascii.Error, ValueError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ApiError(422, f"'{name}' could not be read as an image ({type(exc).__name__}). Send a base64 PNG, "
-                            "JPEG or WebP.") from None
-    return image
+    except (binascii.Error, ValueError):
+        raise ApiError(422, f"'{name}' is not valid base64. Send a base64 PNG, JPEG or WebP.") from None
+    try:
+        return open_image(raw, f"'{name}'", max_bytes)
+    except RequestError as exc:
+        raise ApiError(422, str(exc)) from None
 
 
 def encode_png(path) -> str:
@@ -147,7 +181,7 @@ class ControlUnit:
     end: float
 
 
-def control_unit(payload: dict) -> ControlUnit | None:
+def control_unit(payload: dict, max_bytes: int) -> ControlUnit | None:
     """The first enabled ControlNet unit of `alwayson_scripts` (any capitalisation of
     "controlnet"); entries of other scripts, and empty or disabled units, are ignored, as clients
     send them (`ADetailer: {args: [false]}`)."""
@@ -171,15 +205,16 @@ def control_unit(payload: dict) -> ControlUnit | None:
                             "(GET /controlnet/model_list).")
     if module not in CONTROL_MODULES:
         raise ApiError(422, f"Unknown ControlNet module '{module}'. Choose one of: {', '.join(CONTROL_MODULES)}.")
-    return ControlUnit(image=decode_image(unit.get("image") or unit.get("input_image"), "ControlNet image"),
+    return ControlUnit(image=decode_image(unit.get("image") or unit.get("input_image"), "ControlNet image",
+                                           max_bytes),
                        module=module, mode=mode, weight=get_field(unit, "weight", float, 1.0),
                        start=get_field(unit, "guidance_start", float, 0.0),
                        end=get_field(unit, "guidance_end", float, 1.0))
 
 
-def mask_of(data, name: str = "mask") -> Image.Image:
+def mask_of(data, max_bytes: int, name: str = "mask") -> Image.Image:
     """A1111's mask: an RGBA image's alpha, else its grey levels (white = repaint)."""
-    image = decode_image(data, name)
+    image = decode_image(data, name, max_bytes)
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         return image.convert("RGBA").getchannel("A")
     return image.convert("L")

@@ -43,6 +43,7 @@ from studio.requests import (
 from studio.samplers import SAMPLER_NAMES
 from studio.sdapi.payloads import (
     CONTROL_MODULES,
+    parse_json_object,
     RESIZE_MODES,
     SCHEDULERS,
     ApiError,
@@ -82,6 +83,7 @@ class SdApi:
         self._options: dict[str, dict] = {}
         self._progress: dict[str, Progress] = {}
         self._waiting = threading.BoundedSemaphore(max(1, self.settings.queue_size))
+        self.max_image_bytes = self.settings.max_upload_mb * 2**20  # each image, as the page's uploads
 
     # --- who is calling -----------------------------------------------------------------------
 
@@ -182,6 +184,10 @@ class SdApi:
     # --- requests from payloads -----------------------------------------------------------------
 
     def _model_and_shared(self, owner: str, payload: dict) -> tuple[str, dict]:
+        script = payload.get("script_name")
+        if script not in (None, "", "None"):  # A1111 answers 422 for a script it does not have
+            raise ApiError(422, f"The script {str(script)[:80]!r} is not supported: this studio runs no A1111 scripts "
+                                "(x/y/z plot, img2img loopback, ...). Leave 'script_name' out.")
         options, overrides = self.options(owner), overrides_of(payload)
         model = overrides.model or options["sd_model_checkpoint"]
         preset = self.studio.preset(model)
@@ -202,7 +208,7 @@ class SdApi:
             hires = {"hires_fix": True, "hires_scale": scale, "hires_steps": get_field(payload, "hr_second_pass_steps",
                                                                                    int, 0),
                      "hires_denoising": get_field(payload, "denoising_strength", float, 0.7)}
-        unit = control_unit(payload)
+        unit = control_unit(payload, self.max_image_bytes)
         if unit is None:
             request = Txt2ImgRequest(width=width, height=height, **hires, **shared)
         else:
@@ -213,12 +219,12 @@ class SdApi:
 
     def img2img(self, owner: str, payload: dict) -> dict:
         model, shared = self._model_and_shared(owner, payload)
-        if control_unit(payload) is not None:
+        if control_unit(payload, self.max_image_bytes) is not None:
             raise ApiError(422, "ControlNet units work with txt2img here; send the unit to /sdapi/v1/txt2img.")
         images = get_field(payload, "init_images", list, [])
         if not images:
             raise ApiError(422, "'init_images' must hold one base64 image.")
-        image = decode_image(images[0], "init_images[0]").convert("RGB")
+        image = decode_image(images[0], "init_images[0]", self.max_image_bytes).convert("RGB")
         width, height = get_field(payload, "width", int, 512), get_field(payload, "height", int, 512)
         mode_index = get_field(payload, "resize_mode", int, 0)
         if not 0 <= mode_index < len(RESIZE_MODES):
@@ -228,7 +234,7 @@ class SdApi:
         if payload.get("mask"):
             only_masked = get_field(payload, "inpaint_full_res", bool, True)  # A1111's API default
             resized = resize_image(image, mode, width, height)
-            mask = resize_image(mask_of(payload["mask"]).convert("RGB"), mode, width, height).convert("L")
+            mask = resize_image(mask_of(payload["mask"], self.max_image_bytes).convert("RGB"), mode, width, height).convert("L")
             request = InpaintRequest(
                 image=resized, mask=mask, invert_mask=get_field(payload, "inpainting_mask_invert", int, 0) == 1,
                 mask_blur=get_field(payload, "mask_blur", int, 4), strength=strength,
@@ -327,13 +333,7 @@ async def _answer(request: Request, api: SdApi, work, with_body: bool = False):
         owner = api.caller(request)
         args = [owner]
         if with_body:
-            try:
-                body = await request.json()
-            except ValueError:
-                raise ApiError(422, "The request body must be JSON.") from None
-            if not isinstance(body, dict):
-                raise ApiError(422, "The request body must be a JSON object.")
-            args.append(body)
+            args.append(await read_json_body(request))
         return JSONResponse(json_safe(await run_in_threadpool(work, *args)))
     except ApiError as exc:
         return _error(exc.status, str(exc))
@@ -343,6 +343,17 @@ async def _answer(request: Request, api: SdApi, work, with_body: bool = False):
         log.exception("A1111 API call failed")
         return _error(500, f"The request failed ({type(exc).__name__}: {exc}). The studio is still running.",
                       type(exc).__name__)
+
+
+async def read_json_body(request: Request) -> dict:
+    """The body as a JSON object. Like A1111 (FastAPI), only `application/json` is read: a page of
+    another site can send `text/plain` without asking first, JSON it cannot."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(422, f"Send the body as JSON with 'Content-Type: application/json' (got "
+                            f"{media_type[:60] or 'none'!r}).")
+    raw = await request.body()
+    return await run_in_threadpool(parse_json_object, raw)
 
 
 def sdapi_routes(studio) -> list:
@@ -390,7 +401,7 @@ def sdapi_routes(studio) -> list:
     # A1111's skip ends the current image and goes on with the batch; here it ends the job, keeping
     # the images that finished (the same as interrupt).
     post(f"{v1}/skip", lambda owner: api.jobs.stop(owner) and None, with_body=False)
-    post(f"{v1}/png-info", lambda owner, body: _png_info(body))
+    post(f"{v1}/png-info", lambda owner, body: _png_info(body, api.max_image_bytes))
 
     async def progress(request: Request):
         with_image = request.query_params.get("skip_current_image", "false").lower() != "true"
@@ -403,8 +414,8 @@ def sdapi_routes(studio) -> list:
     return router.routes
 
 
-def _png_info(body: dict) -> dict:
-    image = decode_image(body.get("image"), "image")
+def _png_info(body: dict, max_bytes: int) -> dict:
+    image = decode_image(body.get("image"), "image", max_bytes)
     text = read_png_infotext(image) or ""
     prompt, negative, params = parse_infotext(text)
     parameters = {"Prompt": prompt, "Negative prompt": negative, **params} if text else {}

@@ -18,6 +18,7 @@ from studio.imaging import check_image, fit_within
 from studio.loras import MAX_LORAS_PER_REQUEST, merge_loras, parse_prompt_loras
 from studio.metadata import format_infotext
 from studio.presets import Limits
+from studio.prompt_syntax import parse_weighted
 from studio.samplers import SAMPLER_NAMES
 
 MAX_SEED = 2**32 - 1
@@ -41,6 +42,21 @@ def check_int(label: str, value) -> int:
             or int(value) != value:
         raise RequestError(f"{label} must be a whole number, got {value!r}.")
     return int(value)
+
+
+def check_text(label: str, text) -> None:
+    """Text that can be encoded, saved in a PNG and shown: no lone surrogates (JSON's "\\ud800"
+    reaches Python as a str that UTF-8 cannot encode) and no NUL characters."""
+    if not isinstance(text, str):
+        raise RequestError(f"{label} must be text, got {type(text).__name__}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        raise RequestError(f"{label} holds a character that is not valid text (U+{code:04X}, a lone surrogate) at "
+                           f"position {exc.start}; remove it.") from None
+    if "\x00" in text:
+        raise RequestError(f"{label} holds a NUL character at position {text.index(chr(0))}; remove it.")
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,11 @@ class GenerationRequest:
             if len(text) > MAX_PROMPT_CHARS:
                 raise RequestError(f"{label} is {len(text)} characters; at most {MAX_PROMPT_CHARS} are read. "
                                    "Shorten it.")
+            check_text(label, text)
+            parse_weighted(text)  # weights out of range, or brackets nested too deep, say so here
+        check_text("VAE", self.vae)
+        for name, _ in self.loras:
+            check_text("LoRA name", name)
 
     def infotext_extra(self) -> dict:
         """The task's own settings, written after the common ones (A1111 names)."""

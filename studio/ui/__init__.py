@@ -17,7 +17,7 @@ from studio.requests import MAX_CLIP_SKIP, txt2img_settings_from_infotext
 from studio.ui import control, history, img2img, inpaint, instruct, pnginfo, txt2img
 from studio.ui.common import Header, TabHandles
 from studio.ui.header import header_row
-from studio.ui.widgets import user_error
+from studio.ui.widgets import StudioBlocks, user_error
 
 CSS = """
 .generate-button { min-height: 5em; font-size: 1.2em; }
@@ -71,7 +71,7 @@ def widest_limits(studio) -> Limits:
 def build(studio) -> gr.Blocks:
     jobs = JobBoard()
     caps = widest_limits(studio)
-    with gr.Blocks(title="SD Studio", analytics_enabled=False) as demo:
+    with StudioBlocks(title="SD Studio", analytics_enabled=False) as demo:
         header = header_row(studio)
         preset_box = header.preset
         with gr.Tabs() as tabs:
