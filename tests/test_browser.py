@@ -210,3 +210,38 @@ def test_history_shows_a_generation_and_reuses_its_parameters(page):
         timeout=30_000)
     expect(page.get_by_role("tab", name="Text to Image")).to_have_attribute("aria-selected", "true")
     expect(hires).to_be_checked()  # the image was made with Hires. fix: reusing it turns it back on
+
+
+@pytest.fixture(scope="module")
+def logins_server(settings, tmp_path_factory):
+    import dataclasses
+
+    from studio.core import Studio
+    from tests.test_shared import launch
+
+    studio = Studio(dataclasses.replace(settings, outputs_dir=tmp_path_factory.mktemp("browser-logins"),
+                                        auth=(("ann", "pw-ann"),)))
+    demo, url = launch(studio)
+    yield url
+    demo.close()
+
+
+def test_log_in_through_the_page_then_generate_behind_the_guard(browser, logins_server):
+    """The guard lets an anonymous browser reach the login page and nothing else: the page must
+    still load, take the login and then work (its results served from their published copies)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    refused = []
+    page.on("response", lambda response: refused.append(response.url) if response.status in (401, 403) else None)
+    page.goto(logins_server)
+    page.get_by_label("username").fill("ann")
+    page.get_by_label("password").fill("pw-ann")
+    page.get_by_role("button", name="Login").click()
+    page.locator("#txt2img-prompt textarea").fill("a lantern")
+    page.get_by_label("Steps").first.fill("2")
+    page.locator("#txt2img-generate").click()
+    image = page.locator("#txt2img-gallery img").first
+    image.wait_for(state="visible", timeout=60_000)
+    assert image.evaluate("img => img.naturalWidth") == 128
+    assert refused == []  # nothing the page asked for, before or after the login, was refused
+    context.close()

@@ -22,6 +22,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -82,6 +83,10 @@ class Guard:
             return
         if origin is not None and self._listed(origin):
             send = _with_cors(send, origin)
+        if self.logins and scope["type"] == "http" and scope["path"] == "/" and not self._logged_in(headers):
+            # Gradio's login page carries the whole API's description; an anonymous caller gets none.
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"]}
+            send = _without_api_info(send)
         await self.app(scope, _capped(receive, self.max_body) if scope["type"] == "http" else receive, send)
 
     # --- the checks -----------------------------------------------------------------------------
@@ -209,6 +214,33 @@ def _capped(receive, limit: int):
                 return {"type": "http.disconnect"}
         return message
     return capped
+
+
+_API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
+
+
+def _without_api_info(send):
+    """`send` for Gradio's HTML page with its `window.gradio_api_info` emptied (the page is small
+    and uncompressed: the request went down without Accept-Encoding)."""
+    start: dict = {}
+    chunks: list[bytes] = []
+
+    async def filtered(message):
+        if message["type"] == "http.response.start":
+            start.update(message)
+            return
+        if message["type"] != "http.response.body":
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = _API_INFO.sub(b"window.gradio_api_info = {};</script>", b"".join(chunks), count=1)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    return filtered
 
 
 def _with_cors(send, origin: str):
