@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a flag's value the settings refuse, said as the flag's error
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from studio.install_check import startup_warning
+
+    if warning := startup_warning():  # before the first generation fails on it
+        print(warning, file=sys.stderr, flush=True)
     # Imported here so `--help` and a bad preset answer without loading torch.
     from studio.core import Studio
     from studio.ui import CSS, THEME, build, launch_options
