@@ -46,8 +46,8 @@ def known_breaks(installed: Callable[[str], str | None] | None = None, locked: d
                             "(LoRAs fail to load)")
     gradio = installed("gradio")
     if gradio and locked.get("gradio") and gradio != locked["gradio"]:
-        problems.append(f"gradio {gradio} is installed, the studio was tested with {locked['gradio']} (the page and its "
-                        "route guard are built for that version)")
+        problems.append(f"gradio {gradio} is installed, the studio was tested with {locked['gradio']} (the page and "
+                        "its route guard are built for that version)")
     return problems
 
 

@@ -91,8 +91,8 @@ def parse_weighted(prompt: str) -> list[tuple[str, float | None]]:
         scale(start, SQUARE)
     for text, weight in pieces:
         if weight is not BREAK and not (math.isfinite(weight) and abs(weight) <= MAX_PROMPT_WEIGHT):
-            raise RequestError(f"The prompt weighs {text.strip()[:40]!r} by {weight:g}; weights (brackets included) must "
-                               f"be between -{MAX_PROMPT_WEIGHT:g} and {MAX_PROMPT_WEIGHT:g}, like (word:1.3).")
+            raise RequestError(f"The prompt weighs {text.strip()[:40]!r} by {weight:g}; weights (brackets included) "
+                               f"must be between -{MAX_PROMPT_WEIGHT:g} and {MAX_PROMPT_WEIGHT:g}, like (word:1.3).")
     return _merged(pieces)
 
 

@@ -18,7 +18,6 @@ import time
 import zlib
 
 import numpy as np
-
 import pytest
 import requests
 from gradio_client import Client, handle_file

@@ -92,9 +92,10 @@ def test_every_route_in_gradios_table_refuses_an_anonymous_caller(logins_server)
 def test_the_routes_the_audit_named_are_refused_anonymously(logins_server):
     _, _, url = logins_server
     for method, path in (("POST", "gradio_api/cancel"), ("POST", "gradio_api/reset"), ("GET", "gradio_api/runs"),
-                         ("GET", "gradio_api/heartbeat/abc"), ("GET", "openapi.json"), ("GET", "gradio_api/openapi.json"),
-                         ("GET", "gradio_api/info"), ("GET", "config"), ("POST", "gradio_api/queue/join"),
-                         ("GET", "sdapi/v1/options"), ("POST", "sdapi/v1/interrupt")):
+                         ("GET", "gradio_api/heartbeat/abc"), ("GET", "openapi.json"),
+                         ("GET", "gradio_api/openapi.json"), ("GET", "gradio_api/info"), ("GET", "config"),
+                         ("POST", "gradio_api/queue/join"), ("GET", "sdapi/v1/options"),
+                         ("POST", "sdapi/v1/interrupt")):
         answer = requests.request(method, url + path, json={"session_hash": "x", "event_id": "y"}, timeout=10)
         assert answer.status_code == 401, (method, path, answer.text[:200])
 

@@ -43,7 +43,6 @@ from studio.requests import (
 from studio.samplers import SAMPLER_NAMES
 from studio.sdapi.payloads import (
     CONTROL_MODULES,
-    parse_json_object,
     RESIZE_MODES,
     SCHEDULERS,
     ApiError,
@@ -55,6 +54,7 @@ from studio.sdapi.payloads import (
     info_json,
     mask_of,
     overrides_of,
+    parse_json_object,
     shared_fields,
     vae_name,
 )
@@ -234,7 +234,8 @@ class SdApi:
         if payload.get("mask"):
             only_masked = get_field(payload, "inpaint_full_res", bool, True)  # A1111's API default
             resized = resize_image(image, mode, width, height)
-            mask = resize_image(mask_of(payload["mask"], self.max_image_bytes).convert("RGB"), mode, width, height).convert("L")
+            mask = mask_of(payload["mask"], self.max_image_bytes)
+            mask = resize_image(mask.convert("RGB"), mode, width, height).convert("L")
             request = InpaintRequest(
                 image=resized, mask=mask, invert_mask=get_field(payload, "inpainting_mask_invert", int, 0) == 1,
                 mask_blur=get_field(payload, "mask_blur", int, 4), strength=strength,

@@ -13,7 +13,6 @@ from PIL import Image
 from studio.errors import RequestError, StudioError
 from studio.imaging import open_image
 
-
 log = logging.getLogger(__name__)
 
 
