@@ -87,12 +87,20 @@ def mode_of_a1111_module(module: str) -> str | None:
     return next((mode for mode, spec in CONTROL_MODES.items() if module in spec.a1111_modules), None)
 
 
+MAX_POSE_CHARS = 200_000  # 18 keypoints of 100 people take about 60,000
+
+
 def parse_pose(text: str | dict) -> dict:
     """Validate pose JSON (text or dict); returns the dict. Messages say what is wrong."""
+    if isinstance(text, str) and len(text) > MAX_POSE_CHARS:
+        raise RequestError(f"The pose is {len(text):,} characters of JSON; at most {MAX_POSE_CHARS:,} are read.")
     try:
         pose = json.loads(text) if isinstance(text, str) else text
     except json.JSONDecodeError as exc:
         raise RequestError(f"The pose is not valid JSON: {exc.msg} at line {exc.lineno}.") from None
+    except RecursionError:
+        raise RequestError("The pose's JSON nests too deeply: it is an object with canvas_width, canvas_height and "
+                           "people.") from None
     if not isinstance(pose, dict):
         raise RequestError("The pose must be a JSON object with canvas_width, canvas_height and people.")
     width, height = pose.get("canvas_width"), pose.get("canvas_height")

@@ -281,3 +281,17 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server, settings):
                                headers={"Content-Type": "application/json"}, timeout=60)
         assert answer.status_code == 413 and "at most" in answer.json()["detail"], path
     assert requests.get(f"{server}sdapi/v1/options", timeout=10).status_code == 200  # still serving
+
+
+def test_a_share_link_is_answered_under_its_own_name(settings, tmp_path_factory):
+    """gradio.live forwards its visitors to the loopback studio with its own Host name."""
+    _, demo, url = serve(settings, tmp_path_factory, share=True)
+    try:
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        host = "0123abcd.gradio.live"
+        answer = requests.get(f"{url}config", headers={"Host": host, "Origin": f"https://{host}"}, timeout=10)
+        assert answer.status_code == 200
+        other = requests.get(f"{url}config", headers={"Host": f"127.0.0.1:{port}", "Origin": EVIL}, timeout=10)
+        assert other.status_code == 403
+    finally:
+        demo.close()

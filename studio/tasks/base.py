@@ -81,6 +81,7 @@ class GenerationRequest:
 
     def with_prompt_loras(self) -> "GenerationRequest":
         """This request with `<lora:...>` tags taken out of the prompt and merged into `loras`."""
+        self._check_lengths()  # before any parser reads the text
         clean, tagged = parse_prompt_loras(self.prompt)
         return replace(self, prompt=clean, loras=merge_loras(list(self.loras), tagged))
 
@@ -104,15 +105,21 @@ class GenerationRequest:
         check_range("Clip skip", check_int("Clip skip", self.clip_skip), 1, MAX_CLIP_SKIP)
         if not isinstance(self.vae, str):
             raise RequestError("VAE must be the name of a file in the VAE folder, or empty for the model's own.")
+        self._check_lengths()
         for label, text in (("Prompt", self.prompt), ("Negative prompt", self.negative_prompt)):
-            if len(text) > MAX_PROMPT_CHARS:
-                raise RequestError(f"{label} is {len(text)} characters; at most {MAX_PROMPT_CHARS} are read. "
-                                   "Shorten it.")
             check_text(label, text)
             parse_weighted(text)  # weights out of range, or brackets nested too deep, say so here
         check_text("VAE", self.vae)
         for name, _ in self.loras:
             check_text("LoRA name", name)
+
+    def _check_lengths(self) -> None:
+        for label, text in (("Prompt", self.prompt), ("Negative prompt", self.negative_prompt)):
+            if not isinstance(text, str):
+                raise RequestError("Prompt and negative prompt must be text.")
+            if len(text) > MAX_PROMPT_CHARS:
+                raise RequestError(f"{label} is {len(text)} characters; at most {MAX_PROMPT_CHARS} are read. "
+                                   "Shorten it.")
 
     def infotext_extra(self) -> dict:
         """The task's own settings, written after the common ones (A1111 names)."""

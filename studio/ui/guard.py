@@ -8,7 +8,7 @@ Deny by default:
   Origins the user lists (`--cors-allow`) are let through, with CORS headers; no other origin gets
   any (Gradio's own CORS layer, which echoes any origin on a LAN or Space address, sits behind this).
 - **Other host names.** A studio bound to loopback answers only to loopback names (and the hosts of
-  the listed origins): a DNS-rebinding page reaches it under a name of its own.
+  the listed origins; any name with --share): a DNS-rebinding page reaches it under a name of its own.
 - **Anonymous callers.** With logins, only the login page, its static assets and the login form
   answer a caller without a valid session cookie or HTTP Basic login.
 - **The outputs folder.** No route serves a path inside it (every user's images, `history.sqlite3`);
@@ -54,7 +54,8 @@ class Guard:
         self.logins = tuple(settings.auth)
         self.outputs_dir = Path(settings.outputs_dir).resolve()
         self.allowed_origins = {origin.rstrip("/").lower() for origin in settings.cors_allow}
-        self.loopback_only = settings.host in LOOPBACK_NAMES
+        # A share link reaches a loopback studio under gradio.live's name: that one is asked for.
+        self.loopback_only = settings.host in LOOPBACK_NAMES and not settings.share
         self.extra_hosts = {urlsplit(origin).hostname for origin in self.allowed_origins}
         self.max_body = settings.max_body_bytes
 
