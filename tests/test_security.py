@@ -68,6 +68,7 @@ ANONYMOUS_OK = {"/", "/login", "/login/", "/logout", "/favicon.ico", "/theme.css
                 "/gradio_api/theme.css", "/gradio_api/startup-events"}  # startup-events: loopback callers only
 
 
+@pytest.mark.slow  # about 100 requests
 def test_every_route_in_gradios_table_refuses_an_anonymous_caller(logins_server):
     """Read from the running app's own route table, not a list written here: a route a new Gradio
     adds is refused too."""
@@ -238,6 +239,7 @@ def test_sdapi_reads_only_json_bodies(server):
         assert answer.status_code == 422 and "application/json" in answer.json()["detail"], content_type
 
 
+@pytest.mark.slow  # its own server
 def test_listed_origins_get_cors_and_others_do_not(settings, tmp_path_factory):
     _, demo, url = serve(settings, tmp_path_factory, cors_allow=("https://app.example",))
     try:
@@ -274,6 +276,7 @@ def test_a_bad_cors_origin_flag_is_an_error_at_start():
 
 # --- bodies -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # three 81 MB bodies
 def test_a_body_over_the_limit_is_refused_before_it_is_read(server, settings):
     limit = settings.max_body_bytes
     for path in ("sdapi/v1/txt2img", "gradio_api/queue/join", "gradio_api/upload"):
@@ -283,6 +286,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server, settings):
     assert requests.get(f"{server}sdapi/v1/options", timeout=10).status_code == 200  # still serving
 
 
+@pytest.mark.slow  # its own server
 def test_a_share_link_is_answered_under_its_own_name(settings, tmp_path_factory):
     """gradio.live forwards its visitors to the loopback studio with its own Host name."""
     _, demo, url = serve(settings, tmp_path_factory, share=True)
