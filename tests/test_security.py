@@ -106,8 +106,10 @@ def test_the_login_page_describes_no_api_to_an_anonymous_caller(logins_server):
     anonymous = requests.get(url + "?all_endpoints=true", timeout=10)
     assert anonymous.status_code == 200 and '"auth_required":true' in anonymous.text.replace(" ", "")
     assert "window.gradio_api_info = {};" in anonymous.text and "txt2img" not in anonymous.text
-    logged_in = session_of(url, "ann").get(url, timeout=10)
-    assert "txt2img" in logged_in.text  # the page itself is whole for a login
+    ann = session_of(url, "ann")
+    assert "txt2img" in ann.get(url, timeout=10).text  # the page itself is whole for a login
+    # Gradio's run history (prompts kept in the browser or a Hub bucket, beside the History tab) is off.
+    assert ann.get(f"{url}gradio_api/runs", timeout=10).status_code == 404
 
 
 def test_a_wrong_basic_login_is_refused_like_none(logins_server):

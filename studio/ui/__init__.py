@@ -38,6 +38,9 @@ def launch_options(studio) -> dict:
         max_file_size=f"{settings.max_upload_mb}mb",
         allowed_paths=[],
         blocked_paths=[str(settings.outputs_dir)],
+        # Gradio's own run history would keep every prompt in the browser (or a Hub bucket) beside the
+        # studio's History tab, and its routes would fetch and upload files: off.
+        run_history=False,
     )
 
 
