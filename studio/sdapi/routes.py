@@ -358,7 +358,7 @@ async def read_json_body(request: Request) -> dict:
 
 
 def sdapi_routes(studio) -> list:
-    """The routes to hand to the Gradio app (`launch(app_kwargs={"routes": ...})`)."""
+    """The routes of the studio's app (studio.ui.studio_app), behind the same guard as the page's."""
     api = SdApi(studio)
     router = APIRouter()
 
