@@ -47,6 +47,9 @@ def open_image(source: bytes | str | Path, label: str = "Image", max_bytes: int 
             return _eight_bit(image)
     except RequestError:
         raise
+    except Image.DecompressionBombError:  # Pillow's own guard, at twice our limit, fires inside open()
+        raise RequestError(f"{label} is over {2 * MAX_INPUT_PIXELS / 1e6:.0f} MP; the studio takes images up to "
+                           f"{MAX_INPUT_PIXELS / 1e6:.0f} MP. Scale it down first.") from None
     except UnidentifiedImageError:
         raise RequestError(f"{label} could not be read as an image. Send a PNG, JPEG or WebP picture "
                            f"({', '.join(INPUT_FORMATS)} are read).") from None
@@ -65,13 +68,14 @@ def _file_size(path, label: str) -> int:
 def _eight_bit(image: Image.Image) -> Image.Image:
     """16-bit and 32-bit grey (a 16-bit PNG opens as I;16) as 8-bit L; `convert("RGB")` would clip
     everything above 255 to white."""
-    if image.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if image.mode.startswith("I;16"):  # the high byte: two bytes a pixel at most, even at 50 MP
+        return Image.fromarray((np.asarray(image) >> 8).astype(np.uint8), mode="L")
+    if image.mode not in ("I", "F"):
         return image
-    values = np.asarray(image, dtype=np.float64)
-    peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-    if image.mode == "F" and values.max(initial=0) <= 1.0:
-        peak = 1.0
-    return Image.fromarray(np.clip(np.rint(values / peak * 255), 0, 255).astype(np.uint8), mode="L")
+    values = np.asarray(image, dtype=np.float32)
+    top = float(values.max(initial=0))
+    peak = 65535.0 if top > 255 else 1.0 if image.mode == "F" and top <= 1.0 else 255.0
+    return Image.fromarray(np.clip(np.rint(values * (255 / peak)), 0, 255).astype(np.uint8), mode="L")
 
 
 def check_image(image: Image.Image | None, label: str = "Image") -> Image.Image:

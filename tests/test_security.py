@@ -301,3 +301,61 @@ def test_a_share_link_is_answered_under_its_own_name(settings, tmp_path_factory)
         assert other.status_code == 403
     finally:
         demo.close()
+
+
+@pytest.mark.slow  # two servers
+def test_a_page_on_another_port_of_the_same_host_is_another_site(logins_server, server):
+    """A browser sends Host without a port on 80/443 (behind a proxy, or --port 80): a page on
+    :3000 of that host (a dev server, a notebook) must not ride the user's cookie."""
+    _, _, url = logins_server
+    bob = session_of(url, "bob")
+    cookie = "; ".join(f"{name}={value}" for name, value in bob.cookies.items())
+    for host, origin in (("studio.lan", "http://studio.lan:8888"), ("studio.lan", "https://studio.lan:8443"),
+                         ("studio.lan:80", "http://studio.lan:3000")):
+        for method, path in (("GET", "sdapi/v1/options"), ("POST", "sdapi/v1/interrupt")):
+            answer = requests.request(method, url + path, headers={"Host": host, "Origin": origin, "Cookie": cookie},
+                                      timeout=10)
+            assert answer.status_code == 403 and "access-control-allow-origin" not in answer.headers, (host, origin)
+    same = requests.get(f"{url}sdapi/v1/options", headers={"Host": "studio.lan", "Origin": "https://studio.lan",
+                                                           "Cookie": cookie}, timeout=10)
+    assert same.status_code == 200  # the proxy's own page (https on 443, Host without a port)
+    loopback = requests.get(f"{server}config", headers={"Host": "localhost", "Origin": "http://localhost:3000"},
+                            timeout=10)
+    assert loopback.status_code == 403
+
+
+@pytest.mark.slow  # two servers
+def test_malformed_host_and_origin_headers_get_400_without_a_traceback(logins_server, server, capfd):
+    _, _, url = logins_server
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    for headers in ({"Origin": "http://127.0.0.1:99999"}, {"Origin": "http://127.0.0.1:abc"}, {"Origin": "http://[::1"},
+                    {"Host": "127.0.0.1:abc", "Origin": "http://127.0.0.1:abc"}, {"Host": "[::1"},
+                    {"X-Forwarded-Host": "[::1", "Origin": "http://x.example"}):
+        for base in (url, server):
+            answer = requests.get(f"{base}config", headers={"Host": f"127.0.0.1:{port}", **headers}, timeout=10)
+            assert answer.status_code in (400, 401, 403), (headers, answer.status_code)  # never a 500
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.slow  # a 90 MB body
+def test_a_chunked_body_over_the_limit_gets_413_from_the_a1111_api(server, settings, capfd):
+    def chunks():
+        for _ in range(settings.max_body_bytes // 2**20 + 10):
+            yield b" " * 2**20
+    answer = requests.post(f"{server}sdapi/v1/txt2img", data=chunks(), timeout=120,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and "limit" in answer.json()["detail"]
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    assert requests.get(f"{server}sdapi/v1/options", timeout=10).status_code == 200
+
+
+def test_an_image_far_over_the_pixel_limit_names_the_limit():
+    """Pillow's own guard fires inside open() above twice its limit: the message still says what to do."""
+    from studio.errors import RequestError
+    from studio.imaging import open_image
+    from tests.test_fuzz import _png_header_only
+
+    with pytest.raises(RequestError, match="up to 50 MP. Scale it down first."):
+        open_image(_png_header_only(30000, 30000), "Image")

@@ -24,6 +24,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from studio.checkpoints import OWN_VAE
 from studio.control import CONTROL_MODES, mode_of_a1111_module
@@ -334,7 +335,7 @@ async def _answer(request: Request, api: SdApi, work, with_body: bool = False):
         owner = api.caller(request)
         args = [owner]
         if with_body:
-            args.append(await read_json_body(request))
+            args.append(await read_json_body(request, api.settings.max_body_bytes))
         return JSONResponse(json_safe(await run_in_threadpool(work, *args)))
     except ApiError as exc:
         return _error(exc.status, str(exc))
@@ -346,14 +347,18 @@ async def _answer(request: Request, api: SdApi, work, with_body: bool = False):
                       type(exc).__name__)
 
 
-async def read_json_body(request: Request) -> dict:
+async def read_json_body(request: Request, limit: int) -> dict:
     """The body as a JSON object. Like A1111 (FastAPI), only `application/json` is read: a page of
     another site can send `text/plain` without asking first, JSON it cannot."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise ApiError(422, f"Send the body as JSON with 'Content-Type: application/json' (got "
                             f"{media_type[:60] or 'none'!r}).")
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # the guard ends a body without Content-Length once it passes the limit
+        raise ApiError(413, f"The request body is over this studio's limit of {limit // 2**20} MB, or the client "
+                            "went away while sending it.") from None
     return await run_in_threadpool(parse_json_object, raw)
 
 

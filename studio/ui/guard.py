@@ -79,6 +79,9 @@ class Guard:
             self._check_path(scope["path"])
             if scope["type"] == "http":
                 self._check_body_size(headers)
+        except ValueError:  # urlsplit's answer to a port like :abc or :99999, or an unclosed [::1
+            await _refuse(scope, send, Refusal(400, "BadHeader", "The request's Host or Origin header is malformed."))
+            return
         except Refusal as refusal:
             await _refuse(scope, send, refusal)
             return
@@ -105,12 +108,13 @@ class Guard:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return False  # "null" (a sandboxed frame, a file:// page) and the like
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         for host in (headers.get("host"), headers.get("x-forwarded-host")):
             if not host:
                 continue
             target = urlsplit(f"//{host.split(',')[0].strip()}")
-            if target.hostname == parts.hostname.lower() and (target.port or port) == port:
+            # A browser leaves the port out of Host only for its scheme's default (80, 443), so a Host
+            # without one matches only an Origin without one: a page on :3000 of the same host is another site.
+            if target.hostname == parts.hostname.lower() and target.port == parts.port:
                 return True
         return False
 
