@@ -53,7 +53,7 @@ def open_image(source: bytes | str | Path, label: str = "Image", max_bytes: int 
     except UnidentifiedImageError:
         raise RequestError(f"{label} could not be read as an image. Send a PNG, JPEG or WebP picture "
                            f"({', '.join(INPUT_FORMATS)} are read).") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise RequestError(f"{label} could not be read as an image ({type(exc).__name__}: it may be cut short or "
                            "damaged). Send a PNG, JPEG or WebP picture.") from None
 

@@ -67,8 +67,6 @@ class Settings:
     share: bool = False  # a public Gradio share link
     api: bool = True  # AUTOMATIC1111's HTTP API (/sdapi/v1) on the same server; --api off removes it
     max_upload_mb: int = 20  # one uploaded file, or one image of an API call (decoded)
-    # Pixels of an input image, read from its header before it is decoded (a 15 KB PNG can hold 100 MP).
-    max_input_megapixels: int = 50
     # Origins (scheme://host[:port]) whose pages may call the studio from the browser (CORS), as
     # A1111's --cors-allow-origins; every other site is refused. STUDIO_CORS_ALLOW: comma-separated.
     cors_allow: tuple[str, ...] = ()

@@ -359,3 +359,28 @@ def test_an_image_far_over_the_pixel_limit_names_the_limit():
 
     with pytest.raises(RequestError, match="up to 50 MP. Scale it down first."):
         open_image(_png_header_only(30000, 30000), "Image")
+
+
+def test_a_login_is_told_apart_by_basic_auth_or_cookie_with_any_characters():
+    """One function names the caller for the guard and the A1111 API; a login with non-ASCII
+    characters works (compare_digest refuses non-ASCII str) and a wrong Basic header decides alone."""
+    import base64
+
+    from starlette.datastructures import Headers
+
+    from studio.logins import login_of
+
+    class Tokens:  # what Gradio's App holds: its cookie id and the session tokens it handed out
+        cookie_id, tokens = "c1", {"tok": "ann"}
+
+    logins = (("jörg", "pässwort"), ("ann", "pw-ann"))
+
+    def basic(user, password):
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    assert login_of(Headers({"authorization": basic("jörg", "pässwort")}), logins, Tokens) == "jörg"
+    assert login_of(Headers({"authorization": basic("jörg", "wrong")}), logins, Tokens) is None
+    assert login_of(Headers({"cookie": "access-token-unsecure-c1=tok"}), logins, Tokens) == "ann"
+    assert login_of(Headers({"cookie": "access-token-c1=forged"}), logins, Tokens) is None
+    assert login_of(Headers({"authorization": basic("ann", "x"), "cookie": "access-token-c1=tok"}), logins,
+                    Tokens) is None
+    assert login_of(Headers({"authorization": "Basic !!!"}), logins, Tokens) is None

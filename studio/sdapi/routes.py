@@ -11,11 +11,9 @@ run at once; limits are the presets' and the server's, as for the page. Errors a
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import logging
 import math
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from studio.control import CONTROL_MODES, mode_of_a1111_module
 from studio.errors import StudioError
 from studio.imaging import resize_image
 from studio.jobs import JobBoard
+from studio.logins import login_of
 from studio.metadata import parse_infotext, read_png_infotext
 from studio.requests import (
     INPAINT_AREAS,
@@ -93,21 +92,8 @@ class SdApi:
         session cookie) when logins are on, else its address. Anonymous callers are refused then."""
         if not self.settings.auth:
             return f"api:{request.client.host if request.client else 'local'}"
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("basic "):
-            try:
-                user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user, password = "", ""
-            if any(secrets.compare_digest(user, u) and secrets.compare_digest(password, p)
-                   for u, p in self.settings.auth):
-                return f"user:{user}"
-        app = request.app
-        cookie_id = getattr(app, "cookie_id", None)
-        token = request.cookies.get(f"access-token-{cookie_id}") or request.cookies.get(
-            f"access-token-unsecure-{cookie_id}")
-        user = getattr(app, "tokens", {}).get(token) if token else None
-        if user:
+        user = login_of(request.headers, self.settings.auth, request.app)
+        if user is not None:
             return f"user:{user}"
         raise ApiError(401, "This studio asks for a login: send HTTP Basic auth with a user and password it knows "
                             "(in Open WebUI: 'user:password' in the AUTOMATIC1111 API auth field).")

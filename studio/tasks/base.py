@@ -86,8 +86,7 @@ class GenerationRequest:
         return replace(self, prompt=clean, loras=merge_loras(list(self.loras), tagged))
 
     def validate(self, limits: Limits) -> None:
-        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
-            raise RequestError("Prompt and negative prompt must be text.")
+        self._check_lengths()
         if len(self.loras) > MAX_LORAS_PER_REQUEST:
             raise RequestError(f"At most {MAX_LORAS_PER_REQUEST} LoRAs can be used at once, got {len(self.loras)}.")
         for name, weight in self.loras:
@@ -105,7 +104,6 @@ class GenerationRequest:
         check_range("Clip skip", check_int("Clip skip", self.clip_skip), 1, MAX_CLIP_SKIP)
         if not isinstance(self.vae, str):
             raise RequestError("VAE must be the name of a file in the VAE folder, or empty for the model's own.")
-        self._check_lengths()
         for label, text in (("Prompt", self.prompt), ("Negative prompt", self.negative_prompt)):
             check_text(label, text)
             parse_weighted(text)  # weights out of range, or brackets nested too deep, say so here

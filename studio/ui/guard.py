@@ -18,17 +18,15 @@ Deny by default:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 import re
-import secrets
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from starlette.datastructures import Headers
-from starlette.requests import cookie_parser
+
+from studio.logins import login_of
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 HISTORY_DB = "history.sqlite3"
@@ -134,19 +132,7 @@ class Guard:
                                                "auth with a user and password it knows.")
 
     def _logged_in(self, headers: Headers) -> bool:
-        authorization = headers.get("authorization", "")
-        if authorization.lower().startswith("basic "):
-            try:
-                user, _, password = base64.b64decode(authorization[6:]).decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                return False
-            return any(secrets.compare_digest(user.encode(), u.encode())
-                       and secrets.compare_digest(password.encode(), p.encode()) for u, p in self.logins)
-        cookie_id = getattr(self.gradio_app, "cookie_id", None)
-        cookies = cookie_parser(headers.get("cookie", ""))
-        tokens = getattr(self.gradio_app, "tokens", {})
-        return any(cookies.get(name) in tokens for name in (f"access-token-{cookie_id}",
-                                                              f"access-token-unsecure-{cookie_id}"))
+        return login_of(headers, self.logins, self.gradio_app) is not None
 
     def _check_path(self, path: str) -> None:
         """No route form names a file inside the outputs folder, nor the history database anywhere."""
