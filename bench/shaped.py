@@ -60,7 +60,7 @@ def build(models_dir: Path) -> Path:
 
     from studio.checkpoints import config_folder
     from studio.presets import CONFIGS_DIR
-    from studio.single_file_export import export_checkpoint
+    from studio.families.sd_export import export_checkpoint
 
     root = shaped_root(models_dir)
     marker = root / "built.json"

@@ -1,8 +1,9 @@
 """LoRAs for one request only: make a pipeline's active adapters exactly the request's set, and
 leave no adapter active afterwards.
 
-Adapters are loaded (unfused) into the modules the task really uses: the UNet of its pipeline
-(base, inpaint or instruct) and the text encoder(s) when the LoRA has weights for them. They stay
+Adapters are loaded (unfused) into the modules the task really uses: the denoiser of its pipeline
+(base, inpaint or instruct) and the text encoder(s) when the LoRA has weights for them. A LoRA of
+another model family than the preset's is refused before anything loads, with both named. They stay
 loaded, disabled, for the next request that names them, up to `max_loaded`; the least recently
 used is then deleted. Disabled LoRA layers give bit-identical output to the bare model, so a
 request without LoRAs is the same whatever ran before it.
@@ -60,10 +61,10 @@ def _set_active(layer, adapters: list[str]) -> None:
 
 
 class AdapterManager:
-    def __init__(self, library: LoraLibrary, family: str, max_loaded: int,
+    def __init__(self, library: LoraLibrary, family, max_loaded: int,
                  all_modules: Callable[[], Iterable] = lambda: ()):
         self.library = library
-        self.family = family
+        self.family = family  # the preset's studio.families.Family
         self.max_loaded = max_loaded
         self._all_modules = all_modules  # every module that may hold adapters, for eviction
         self._parts: dict[str, set[str]] = {}  # adapter -> pipeline components it has weights for
@@ -127,26 +128,24 @@ class AdapterManager:
     def _ensure(self, pipe, name: str) -> str:
         """Load LoRA `name` into every component of `pipe` it has weights for (once)."""
         adapter = adapter_id(name)
-        info = self.library.info(name)
-        if info.family and info.family != self.family:
-            raise RequestError(
-                f"LoRA '{name}' was trained for {info.base_model} ({info.family.upper()}), but this preset is "
-                f"{self.family.upper()}. Pick a LoRA made for this model family, or switch preset."
-            )
+        self._check_family(name)
         present = {part for part, names in pipe.get_list_adapters().items() if adapter in names}
         needed = self._parts.get(adapter)
         if needed is not None and needed <= present:
             self._recent.move_to_end(adapter)
             return adapter
         state = self.library.state_dict(name)
+        if self.family.lora_keys_match(list(state)) is False:
+            raise RequestError(
+                f"LoRA '{name}' was made for {_titles_of(state, self.family)}, not {self.family.title}: its weights "
+                f"name another model's layers. Pick a LoRA made for {self.family.title}, or switch model.")
         self._layers.clear()  # loading adds LoRA layers
         before = {part for part in self._lora_components(pipe) if _has_adapters(getattr(pipe, part))}
         try:
             if not present:
                 pipe.load_lora_weights(state, adapter_name=adapter)
-            else:  # the shared text encoder has it already; this task's own UNet does not
-                converted, alphas = pipe.lora_state_dict(dict(state))
-                pipe.load_lora_into_unet(converted, alphas, unet=pipe.unet, adapter_name=adapter, _pipeline=pipe)
+            else:  # the shared text encoder has it already; this task's own denoiser does not
+                self.family.load_lora_into_denoiser(pipe, state, adapter)
         except Exception as exc:  # wrong family, corrupt or foreign keys: leave the model as it was
             log.warning("LoRA %s failed to load: %s", name, exc)
             for part in self._lora_components(pipe):
@@ -154,8 +153,8 @@ class AdapterManager:
                 if part not in before:
                     self._switch(getattr(pipe, part), [], [])
             raise RequestError(
-                f"LoRA '{name}' does not fit this model: {str(exc).splitlines()[0][:200]} It is probably made "
-                "for another model family (SD 1.5 / SD 2 / SDXL)."
+                f"LoRA '{name}' does not fit this model ({self.family.title}): {str(exc).splitlines()[0][:200]} It "
+                "is probably made for another model (SD 1.5 / SD 2 / SDXL / FLUX.1)."
             ) from None
         self.loads += 1
         loaded = {part for part, names in pipe.get_list_adapters().items() if adapter in names}
@@ -163,6 +162,17 @@ class AdapterManager:
         self._recent[adapter] = None
         self._recent.move_to_end(adapter)
         return adapter
+
+    def _check_family(self, name: str) -> None:
+        """A LoRA whose metadata (kohya's ss_base_model_version) names another family is refused."""
+        info = self.library.info(name)
+        if info.base_model and not self.family.lora_base_model_matches(info.base_model):
+            from studio.families import FAMILIES
+
+            theirs = next((f.title for f in FAMILIES if f.lora_base_model_matches(info.base_model)), "another model")
+            raise RequestError(
+                f"LoRA '{name}' was trained for {info.base_model} ({theirs}), but this model is {self.family.title}. "
+                "Pick a LoRA made for this model family, or switch model.")
 
     def _evict(self, keep: set[str]) -> None:
         while len(self._recent) > self.max_loaded:
@@ -174,3 +184,12 @@ class AdapterManager:
             self._layers.clear()
             for module in self._all_modules():
                 _delete(module, victim)
+
+
+def _titles_of(state: dict, family) -> str:
+    """The families a LoRA's keys may belong to, besides `family` (which refused them)."""
+    from studio.families import FAMILIES
+
+    keys = list(state)
+    return " or ".join(other.title for other in FAMILIES
+                       if other.name != family.name and other.lora_keys_match(keys) is not False)

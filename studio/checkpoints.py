@@ -1,10 +1,10 @@
 """Single-file checkpoints (civitai's `.safetensors`) and VAEs: what a file is, and how to load it
 offline.
 
-A checkpoint's family is read from its keys and shapes (nothing is loaded): the text encoder's
-layout tells SD 1.x (`cond_stage_model.transformer`), SD 2.x (`cond_stage_model.model`) and SDXL
-(`conditioner.embedders`); the UNet's input channels tell a plain (4), InstructPix2Pix (8) or
-inpainting (9) model; the cross-attention width tells which preset's configs fit it.
+A checkpoint's family is read from its keys and shapes (nothing is loaded): each model family
+(studio/families/) recognises its own files, says what the file does (base, inpaint, instruct)
+and gives a fingerprint (e.g. the text width) that tells which preset's configs fit it. Files are
+`.safetensors`, or `.gguf` (quantized transformers; no code in them either).
 
 diffusers' `from_single_file` needs the diffusers-format configs of the family (JSON and tokenizer
 files) or it goes to the hub. They ship in studio/configs/ (the CLIP tokenizer's merges once,
@@ -24,23 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.errors import RequestError
+from studio.families import FAMILIES, Detected, Family
 from studio.folders import ModelFolder, file_sha256
 from studio.presets import CONFIGS_DIR
 
 OWN_VAE = "Automatic"  # A1111's name for "the model's own VAE" (its picker's first choice, its API's sd_vae)
-ARCHITECTURES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-KINDS = {4: "base", 9: "inpaint", 8: "instruct"}  # UNet input channels -> what the model does
-_UNET = "model.diffusion_model."
+CHECKPOINT_SUFFIXES = (".safetensors", ".gguf")
 
 
 @dataclass(frozen=True)
 class CheckpointInfo:
     name: str  # the path inside the folder, with its suffix, as A1111 titles it
     path: Path
-    architecture: str  # sd1 | sd2 | sdxl
-    kind: str  # base | inpaint | instruct
-    context_dim: int  # the UNet's cross-attention width (768 SD 1.x, 1024 SD 2.x, 2048 SDXL)
-    in_channels: int
+    detected: Detected
 
     @property
     def stem(self) -> str:
@@ -48,53 +44,67 @@ class CheckpointInfo:
 
     @property
     def family(self) -> str:
-        return "sdxl" if self.architecture == "sdxl" else "sd"
+        return self.detected.family
+
+    @property
+    def kind(self) -> str:  # base | inpaint | instruct
+        return self.detected.kind
+
+    @property
+    def architecture(self) -> str:
+        return self.detected.architecture
 
     def describe(self) -> str:
-        kind = {"base": "", "inpaint": " inpainting", "instruct": " InstructPix2Pix"}[self.kind]
-        return f"{ARCHITECTURES[self.architecture]}{kind}"
+        kind = {"base": "", "inpaint": " inpainting", "instruct": " instruct"}[self.kind]
+        if self.detected.transformer_only:
+            kind += " transformer" + (" (GGUF)" if self.path.suffix.lower() == ".gguf" else "")
+        return f"{self.architecture}{kind}"
+
+
+def _read_keys(path: Path):
+    """(tensor names, shape of a name) of a .safetensors or .gguf file, reading headers only."""
+    if path.suffix.lower() == ".gguf":
+        from gguf import GGUFReader
+
+        tensors = {tensor.name: tuple(int(d) for d in reversed(tensor.shape)) for tensor in GGUFReader(path).tensors}
+        return list(tensors), tensors.__getitem__
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in keys}
+    return keys, shapes.__getitem__
 
 
 def detect(path: Path, name: str) -> CheckpointInfo:
-    """What the checkpoint at `path` is, from its keys and shapes; a clear error when it is not a
-    Stable Diffusion checkpoint or the file is damaged."""
-    from safetensors import SafetensorError, safe_open
+    """What the checkpoint at `path` is, from its keys and shapes; a clear error when no family
+    knows it or the file is damaged."""
+    from safetensors import SafetensorError
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
-            shapes = {key: handle.get_slice(key).get_shape() for key in keys
-                      if key == f"{_UNET}input_blocks.0.0.weight" or key.endswith("attn2.to_k.weight")}
-    except (SafetensorError, OSError, ValueError) as exc:
+        keys, shape = _read_keys(path)
+    except (SafetensorError, OSError, ValueError, KeyError, IndexError) as exc:
         raise RequestError(
             f"Checkpoint '{name}' could not be read: the file is damaged or incomplete ({exc}). Download it again."
         ) from None
-    if f"{_UNET}input_blocks.0.0.weight" not in shapes:
-        hint = " It looks like a LoRA: put it in the LoRA folder." if any("lora" in k for k in keys[:50]) else ""
-        raise RequestError(
-            f"'{name}' is not a Stable Diffusion checkpoint (no 'model.diffusion_model' UNet in it).{hint}")
-    if any(key.startswith("conditioner.embedders.") for key in keys):
-        architecture = "sdxl"
-    elif any(key.startswith("cond_stage_model.model.") for key in keys):
-        architecture = "sd2"
-    elif any(key.startswith("cond_stage_model.transformer.") for key in keys):
-        architecture = "sd1"
-    else:
-        raise RequestError(f"Checkpoint '{name}' has no text encoder of SD 1.x, 2.x or SDXL; it cannot be loaded.")
-    in_channels = shapes[f"{_UNET}input_blocks.0.0.weight"][1]
-    if in_channels not in KINDS:
-        raise RequestError(f"Checkpoint '{name}' has a UNet with {in_channels} input channels; the studio runs "
-                           "4 (plain), 8 (InstructPix2Pix) and 9 (inpainting).")
-    attention = sorted(key for key in shapes if key.startswith(_UNET) and key.endswith("attn2.to_k.weight"))
-    context_dim = shapes[attention[0]][1] if attention else 0
-    return CheckpointInfo(name, path, architecture, KINDS[in_channels], context_dim, in_channels)
+    for family in FAMILIES:
+        try:
+            detected = family.detect(keys, shape)
+        except RequestError as exc:
+            raise RequestError(f"Checkpoint '{name}': {exc}") from None
+        if detected is not None:
+            return CheckpointInfo(name, path, detected)
+    hint = " It looks like a LoRA: put it in the LoRA folder." if any("lora" in k for k in keys[:50]) else ""
+    known = ", ".join(family.title for family in FAMILIES)
+    raise RequestError(f"'{name}' is not a checkpoint of a model family the studio runs ({known}).{hint}")
 
 
 class CheckpointFolder:
     """The checkpoints (or VAEs) folder: names, what each file is, and A1111's short hashes."""
 
     def __init__(self, folder: Path, kind: str = "checkpoint", hash_cache: Path | None = None):
-        self.files = ModelFolder(folder, kind, keep_suffix=True)
+        self.files = ModelFolder(folder, kind, keep_suffix=True,
+                                 suffixes=CHECKPOINT_SUFFIXES if kind == "checkpoint" else (".safetensors",))
         self._lock = threading.Lock()
         self._info: dict[tuple, CheckpointInfo] = {}
         # Hashing a 2-7 GB file takes seconds: the hashes are kept in a JSON file (A1111 keeps one
@@ -217,9 +227,6 @@ def _config_fingerprint(source: Path) -> str:
     return digest.hexdigest()[:10]
 
 
-def config_family(folder: Path) -> tuple[str, int]:
-    """(family, cross-attention width) of a diffusers config folder: what checkpoints it fits."""
-    index = json.loads((folder / "model_index.json").read_text())
-    unet = json.loads((folder / "unet" / "config.json").read_text())
-    family = "sdxl" if "XL" in index.get("_class_name", "") else "sd"
-    return family, int(unet["cross_attention_dim"])
+def fits_config(info: CheckpointInfo, family: Family, folder: Path) -> bool:
+    """Whether a config folder of `family` loads the checkpoint `info`."""
+    return family.name == info.family and family.config_fingerprint(folder) == info.detected.fingerprint

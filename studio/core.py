@@ -16,8 +16,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from studio.backends import choose_backend
-from studio.checkpoints import CheckpointInfo, config_family, strip_a1111_title
-from studio.control import poses_from_detection
+from studio.checkpoints import CheckpointInfo, fits_config, strip_a1111_title
+from studio.control import CONTROL_MODES, poses_from_detection
 from studio.errors import PresetError, RequestError, StudioError
 from studio.history import History
 from studio.imaging import check_image
@@ -29,6 +29,7 @@ from studio.presets import Preset, available_presets, load_preset
 from studio.rendering import JobEvents, PreviewCallback, Rendered, Result, StatusCallback, StepCallback
 from studio.requests import GenerationRequest
 from studio.settings import Settings
+from studio.tasks import TASKS
 
 
 class Studio:
@@ -106,8 +107,11 @@ class Studio:
         if info.kind == "base":
             for sibling in self._siblings(info):
                 models[sibling.kind] = str(sibling.path)
+        # A transformer alone: the text encoders, VAE and scheduler are the family preset's.
+        components = family.models["base"] if info.detected.transformer_only and info.kind == "base" else None
         return replace(family, name=name, title=f"{info.stem} ({info.describe()} checkpoint)", models=models,
-                       checkpoint=name, description=f"{info.describe()} checkpoint {name}, with {family.title}")
+                       checkpoint=name, description=f"{info.describe()} checkpoint {name}, with {family.title}",
+                       components_from=components)
 
     def _siblings(self, info: CheckpointInfo) -> list[CheckpointInfo]:
         """The inpainting / instruct checkpoints named after `info` and of its family (the first of
@@ -120,8 +124,8 @@ class Studio:
                 sibling = self.user_models.checkpoints.info(other)
             except StudioError:
                 continue
-            if sibling.kind != "base" and (sibling.architecture, sibling.context_dim) == \
-                    (info.architecture, info.context_dim):
+            if sibling.kind != "base" and sibling.family == info.family and \
+                    sibling.detected.fingerprint == info.detected.fingerprint:
                 found.setdefault(sibling.kind, sibling)
         return list(found.values())
 
@@ -133,12 +137,30 @@ class Studio:
         for preset in presets:
             if preset.checkpoint_config is None:
                 continue
-            if config_family(checkpoint_config(preset, self.settings.models_dir)) == (info.family, info.context_dim):
+            if fits_config(info, preset.family_spec, checkpoint_config(preset, self.settings.models_dir)):
                 return preset
         raise RequestError(
-            f"No preset fits the {info.describe()} checkpoint '{info.name}' (text width {info.context_dim}): the "
-            "studio loads SD 1.x and SDXL checkpoints (presets sd15 and sdxl). Pick another model."
+            f"No preset fits the {info.describe()} checkpoint '{info.name}' ({info.detected.fingerprint}): the "
+            "studio loads the checkpoints of its presets' families, with configs that match. Pick another model."
         )
+
+    def task_note(self, task: str, preset_name: str | None = None) -> str:
+        """Why a tab cannot run with a model, or which of its modes it can, before Generate is
+        pressed; "" when it runs as it is."""
+        preset = self.preset(preset_name)
+        family, spec = preset.family_spec, TASKS["inpaint" if task == "outpaint" else task]
+        if spec.name not in family.pipelines:
+            return family.missing_task_message(spec.name, preset.name)
+        if spec.variant_required and not preset.model(spec.variant_role):
+            return (f"{preset.title} has no {spec.variant_role} model, so this tab is not available with it. Pick "
+                    f"a model that has one (a preset with '{spec.variant_role}' under [models]).")
+        if spec.controlnet:
+            modes = [mode for mode in CONTROL_MODES if preset.model(f"control.{mode}")]
+            if not modes:
+                return f"{preset.title} has no ControlNet, so this tab is not available with it. Pick another model."
+            if len(modes) < len(CONTROL_MODES):
+                return f"With {preset.title} the control modes are: {', '.join(modes)}."
+        return ""
 
     def manager(self, preset_name: str | None = None) -> ModelManager:
         """This process's manager of a preset (loaded on first use; see ModelPool)."""
@@ -159,7 +181,7 @@ class Studio:
         started = time.perf_counter()
         resolved = self.preset(preset)
         request = request.with_prompt_loras()
-        request.validate(resolved.limits)
+        request.validate(resolved.limits, resolved.capabilities)
         rendered = self.backend.submit(request, resolved, JobEvents(on_step, on_preview, on_status, stop))
         paths = [self.outputs.save(image, infotext, request.task, seed)
                  for image, infotext, seed in zip(rendered.images, rendered.infotexts, rendered.seeds)]

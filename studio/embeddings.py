@@ -3,7 +3,7 @@ file stem in a prompt, as in A1111.
 
 Formats read: A1111's `emb_params`, the `string_to_param.*` of older trainers, SDXL's `clip_l` +
 `clip_g` pair, or a file holding one tensor. The vectors are put in place of the trigger word's
-tokens while one prompt is encoded (studio/prompt_encoder.py); nothing is added to the tokenizer
+tokens while one prompt is encoded (studio/families/clip_prompts.py); nothing is added to the tokenizer
 or the text encoder, so an embedding never reaches a request that does not name it.
 """
 
@@ -33,22 +33,24 @@ class Embedding:
         return next(iter(self.vectors.values())).shape[0]
 
     @property
-    def family(self) -> str:
-        return "sdxl" if "clip_g" in self.vectors else "sd"
+    def dual(self) -> bool:
+        """Made for two text encoders side by side (SDXL's clip_l + clip_g)."""
+        return "clip_g" in self.vectors
 
     def width(self) -> int:
         return next(iter(self.vectors.values())).shape[1]
 
     def describe(self) -> str:
-        kind = "SDXL" if self.family == "sdxl" else f"SD 1.x/2.x, {self.width()} wide"
+        kind = "SDXL" if self.dual else f"SD 1.x/2.x, {self.width()} wide"
         return f"{self.name} ({self.tokens} token{'s' if self.tokens != 1 else ''}, {kind})"
 
-    def vectors_for(self, sdxl: bool, encoder: int, width: int) -> torch.Tensor | None:
+    def vectors_for(self, dual: bool, encoder: int, width: int) -> torch.Tensor | None:
         """The vectors for text encoder `encoder` (0, or 1 for SDXL's second) of hidden size
-        `width`, or None when this embedding was made for another model."""
-        if sdxl != (self.family == "sdxl"):
+        `width` of a model with one or two (`dual`) encoders, or None when this embedding was made
+        for another model."""
+        if dual != self.dual:
             return None
-        key = ("clip_l", "clip_g")[encoder] if sdxl else ("" if encoder == 0 else None)
+        key = ("clip_l", "clip_g")[encoder] if dual else ("" if encoder == 0 else None)
         vectors = self.vectors.get(key) if key is not None else None
         return vectors if vectors is not None and vectors.shape[1] == width else None
 

@@ -34,15 +34,17 @@ def scan(folder: Path, suffixes: tuple[str, ...], keep_suffix: bool = False) -> 
 
 
 class ModelFolder:
-    """The `.safetensors` files of one kind in a folder, by name."""
+    """The `.safetensors` files (and `.gguf` where a folder takes them) of one kind, by name."""
 
-    def __init__(self, folder: Path, kind: str, keep_suffix: bool = False):
+    def __init__(self, folder: Path, kind: str, keep_suffix: bool = False,
+                 suffixes: tuple[str, ...] = (".safetensors",)):
         self.folder = Path(folder)
         self.kind = kind  # "LoRA", "checkpoint", ...: for messages
         self.keep_suffix = keep_suffix
+        self.suffixes = suffixes  # never a pickle's: PICKLE_SUFFIXES are refused
 
     def files(self) -> dict[str, Path]:
-        return scan(self.folder, (".safetensors",), self.keep_suffix)
+        return scan(self.folder, self.suffixes, self.keep_suffix)
 
     def names(self) -> list[str]:
         return sorted(self.files())

@@ -91,16 +91,18 @@ def check_image(image: Image.Image | None, label: str = "Image") -> Image.Image:
     return image.convert("RGB")
 
 
-def round8(value: int) -> int:
-    return max(8, int(value) // 8 * 8)
+def round_to(value: int, multiple: int = 8) -> int:
+    """`value` down to a multiple of `multiple` (8, or a family's 16), at least one multiple."""
+    return max(multiple, int(value) // multiple * multiple)
 
 
-def fit_within(image: Image.Image, max_width: int, max_height: int) -> tuple[Image.Image, str | None]:
-    """Downscale (keeping the aspect ratio) to fit the limits; sides become multiples of 8.
+def fit_within(image: Image.Image, max_width: int, max_height: int,
+               multiple: int = 8) -> tuple[Image.Image, str | None]:
+    """Downscale (keeping the aspect ratio) to fit the limits; sides become multiples of `multiple`.
     Returns the image and a note for the user when it had to change size."""
     width, height = image.size
     scale = min(1.0, max_width / width, max_height / height)
-    target = (round8(width * scale), round8(height * scale))
+    target = (round_to(width * scale, multiple), round_to(height * scale, multiple))
     if target == image.size:
         return image, None
     note = None

@@ -31,13 +31,6 @@ class LoraInfo:
     trigger_words: tuple[str, ...] = ()
     short_hash: str | None = None  # A1111's "Lora hashes": sha256 of the file, first 12 hex digits
 
-    @property
-    def family(self) -> str | None:
-        """The model family the metadata names: "sd" (1.x/2.x), "sdxl", or None when unknown."""
-        if not self.base_model:
-            return None
-        return "sdxl" if "sdxl" in self.base_model.lower() else "sd"
-
     def describe(self) -> str:
         parts = [self.name]
         if self.base_model:

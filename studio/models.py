@@ -3,8 +3,10 @@
     with manager.pipeline("txt2img", sampler="Euler a") as pipe:
         images = pipe(...).images
 
-Every task pipeline is derived from the one base pipeline with `from_pipe`, so the UNet, VAE and
-text encoder exist once in memory whatever tab asks. Each request gets its own scheduler (they keep
+Every task pipeline is derived from the one base pipeline with `from_pipe`, so the denoiser, VAE and
+text encoders exist once in memory whatever tab asks. What differs between model families (the
+pipeline classes, the denoiser's name, single files, prompt encoding) is the preset's family's
+(studio/families/); this module names none. Each request gets its own scheduler (they keep
 per-run state) and all GPU work runs under one lock (pipelines are not thread-safe).
 """
 
@@ -26,12 +28,12 @@ from studio.checkpoints import CheckpointFolder, config_folder
 from studio.devices import pick_device
 from studio.embeddings import EmbeddingLibrary
 from studio.errors import ModelUnavailableError
+from studio.families import Encoded
 from studio.loras import LoraLibrary
 from studio.model_cache import ModelCache, module_bytes
 from studio.pose_annotator import load_annotator
 from studio.presets import CONFIGS_DIR, Preset
 from studio.previews import PreviewPolicy
-from studio.prompt_encoder import Encoded, encode_prompts, plain_prompts
 from studio.samplers import make_scheduler
 from studio.settings import Settings
 from studio.tasks import TASKS
@@ -40,9 +42,6 @@ log = logging.getLogger(__name__)
 # from_pipe(dtype=...) calls .to(dtype) on shared modules, which logs a float32 warning on every
 # request even when nothing is cast; it is noise here, the dtype never changes.
 logging.getLogger("diffusers.models.modeling_utils").setLevel(logging.ERROR)
-
-UNET_CHANNELS = {"inpaint": 9, "instruct": 8}  # input channels of a specialised checkpoint's UNet
-
 
 def _pipeline_class(name: str):
     import diffusers
@@ -97,6 +96,7 @@ class ModelManager:
     def __init__(self, preset: Preset, settings: Settings, lock: threading.RLock | None = None,
                  library: LoraLibrary | None = None, user_models: UserModels | None = None):
         self.preset = preset
+        self.family = preset.family_spec
         self.models_dir = settings.models_dir
         self.user_models = user_models or UserModels.from_settings(settings)
         self.prompt_syntax = settings.prompt_syntax
@@ -115,13 +115,13 @@ class ModelManager:
         self._schedulers: dict[str, object] = {}  # sampler -> an unused scheduler to copy
         self.previews = PreviewPolicy()
         budget_mb = preset.model_cache_mb if settings.model_cache_mb is None else settings.model_cache_mb
-        # Specialised models (inpaint/instruct UNets, ControlNets, the annotator); evicting one drops
+        # Specialised models (inpaint/instruct denoisers, ControlNets, the annotator); evicting one drops
         # the task pipelines, which may hold it.
         self.cache = ModelCache(budget_mb * 2**20, settings.vram_reserve_mb * 2**20,
                                 lambda: self.free_device_bytes(), self._task_pipes.clear)
         self.bytes_loaded = 0  # weights read by from_pretrained so far, for the benchmarks
         library = library or lora_library(preset, settings)
-        self.adapters = AdapterManager(library, preset.family, settings.max_loaded_loras, self._lora_modules)
+        self.adapters = AdapterManager(library, self.family, settings.max_loaded_loras, self._lora_modules)
 
     @property
     def loras(self) -> LoraLibrary:
@@ -151,7 +151,7 @@ class ModelManager:
     def _load(self, cls, role: str, **kwargs):
         """`cls` for `role` from the preset's hub id or folder, or from a single-file checkpoint."""
         ref = self.resolve(role)
-        if ref.endswith(".safetensors"):
+        if ref.endswith((".safetensors", ".gguf")):
             return self._from_single_file(cls, role, Path(ref), **kwargs)
         variant = self.preset.variant if self.dtype == torch.float16 else None
         loader = cls.from_pretrained
@@ -175,19 +175,24 @@ class ModelManager:
             ) from None
 
     def _from_single_file(self, cls, role: str, path: Path, **kwargs):
-        """A model from one `.safetensors` file, offline: the configs come from the repo."""
+        """A model from one file, offline: the configs come from the preset's family (the family
+        knows its files' layout); a VAE file loads as itself."""
         from diffusers.loaders.single_file_utils import SingleFileComponentError
         from safetensors import SafetensorError
 
-        if role in UNET_CHANNELS:  # an inpainting or instruct checkpoint's UNet
-            kwargs["in_channels"] = UNET_CHANNELS[role]
         try:
             config = checkpoint_config(self.preset, self.models_dir)
-            model = cls.from_single_file(str(path), config=str(config), local_files_only=True, dtype=self.dtype,
-                                         **kwargs)
+            if role == "VAE":
+                model = cls.from_single_file(str(path), config=str(config), local_files_only=True, dtype=self.dtype,
+                                             **kwargs)
+            else:
+                if self.preset.components_from:  # a transformer-only file: the rest from the family preset
+                    kwargs["components"] = self.resolve_ref(self.preset.components_from)
+                model = self.family.load_single_file(cls, role, path, config, self.dtype, **kwargs)
         except torch.OutOfMemoryError:
             raise  # the model cache frees memory and retries
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, SingleFileComponentError) as exc:
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError,
+                SingleFileComponentError) as exc:
             log.warning("loading %s from %s failed: %s", role, path, exc)
             raise ModelUnavailableError(
                 f"The checkpoint '{path.name}' could not be loaded as the {role} model ({type(exc).__name__}: "
@@ -209,10 +214,8 @@ class ModelManager:
         """The base text-to-image pipeline, loaded on first use."""
         with self._lock:
             if self._base is None:
-                cls = _pipeline_class(TASKS["txt2img"].pipelines[self.preset.family])
-                no_checker = {"safety_checker": None, "requires_safety_checker": False}
-                kwargs = no_checker if self.preset.family == "sd" else {}
-                pipe = self._load(cls, "base", **kwargs)
+                cls = _pipeline_class(self.family.pipeline_class("txt2img", variant_loaded=False))
+                pipe = self._load(cls, "base", **self.family.base_load_kwargs)
                 pipe.to(self.home)
                 pipe.set_progress_bar_config(disable=True)
                 self._base = pipe
@@ -220,16 +223,24 @@ class ModelManager:
             return self._base
 
     def component(self, role: str):
-        """A specialised model (inpaint/instruct UNet, a ControlNet), loaded on first use."""
-        from diffusers import ControlNetModel, UNet2DConditionModel
+        """A specialised model (the inpaint/instruct denoiser, a ControlNet), loaded on first use.
+        Control modes that name the same model (a Union ControlNet) share one copy."""
+        family = self.family
 
         def load():
             if role.startswith("control."):
-                return self._load(ControlNetModel, role)
-            # inpaint / instruct: a full pipeline repository (or checkpoint), of which only the UNet differs
-            return self._load(UNet2DConditionModel, role, subfolder="unet")
+                return self._load(_pipeline_class(family.control_class), role)
+            # inpaint / instruct: a full pipeline repository (or a single file), of which only the denoiser differs
+            return self._load(_pipeline_class(family.denoiser_class), role, subfolder=family.denoiser)
 
-        return self._cached(role, lambda: load().to(self.home))
+        return self._cached(self._cache_key(role), lambda: load().to(self.home))
+
+    def _cache_key(self, role: str) -> str:
+        """The model cache's key of a role: the first control role naming the same model, or itself."""
+        ref = self.preset.models.get(role)
+        if role.startswith("control.") and ref is not None:
+            return next(r for r, other in self.preset.models.items() if r.startswith("control.") and other == ref)
+        return role
 
     def preview_decoder(self):
         """The preset's TAESD for live previews while the preview policy keeps it (previews.py)."""
@@ -265,8 +276,8 @@ class ModelManager:
         return [model for _, model in self.cache.items()]
 
     def _lora_modules(self) -> list:
-        """Every module that can hold LoRA adapters: the base UNet and text encoders, and the
-        inpaint / instruct UNets."""
+        """Every module that can hold LoRA adapters: the base denoiser and text encoders, and the
+        inpaint / instruct denoisers."""
         modules = []
         if self._base is not None:
             modules += [getattr(self._base, n) for n in self._base._lora_loadable_modules
@@ -292,6 +303,8 @@ class ModelManager:
         the base: inpaint the preset's inpaint UNet when it has one (else the base UNet, which
         diffusers runs too), instruct the instruct UNet, control the ControlNet of `control_mode`."""
         spec = TASKS[task]
+        if task not in self.family.pipelines:
+            raise ModelUnavailableError(self.family.missing_task_message(task, self.preset.name))
         roles = spec.roles(self.preset, control_mode)
         for role in roles:
             self.resolve(role)  # a tab whose model the preset lacks says so before anything loads
@@ -301,10 +314,11 @@ class ModelManager:
             self.user_models.vaes.path(vae)
         with self._lock:
             base = self.base_pipeline()
-            overrides = spec.overrides(roles, self.component)
+            overrides = spec.overrides(roles, self.component, self.family.denoiser)
             key = (task, control_mode)
             if key not in self._task_pipes:
-                cls = _pipeline_class(spec.pipelines[self.preset.family])
+                variant = spec.variant_role is not None and spec.variant_role in roles
+                cls = _pipeline_class(self.family.pipeline_class(task, variant))
                 # dtype= is needed: without it from_pipe upcasts the shared modules to fp32 (diffusers #12754).
                 pipe = cls.from_pipe(base, dtype=base.dtype, **overrides)
                 pipe.set_progress_bar_config(disable=True)
@@ -313,7 +327,7 @@ class ModelManager:
             # A new scheduler for every request: schedulers keep per-run state (step_index). Copying a
             # pristine one is ten times faster than from_config, which inspects signatures.
             if sampler not in self._schedulers:
-                self._schedulers[sampler] = make_scheduler(sampler, base.scheduler.config)
+                self._schedulers[sampler] = make_scheduler(sampler, base.scheduler.config, self.family.samplers)
             pipe.scheduler = copy.deepcopy(self._schedulers[sampler])
             with self.adapters.applied(pipe, loras), self._vae_swapped(pipe, vae), self._offloaded(pipe):
                 yield pipe
@@ -331,16 +345,14 @@ class ModelManager:
         finally:
             pipe.vae = own
 
-    def encode_prompts(self, pipe, prompt: str, negative: str, clip_skip: int = 1) -> Encoded:
-        """The prompts as `pipe`'s keyword arguments, with the studio's prompt syntax."""
-        if self.prompt_syntax == "plain":
-            return plain_prompts(pipe, prompt, negative, clip_skip)
-        return encode_prompts(pipe, prompt, negative, clip_skip, self.user_models.embeddings)
+    def encode_prompts(self, pipe, request) -> Encoded:
+        """`request`'s prompts as `pipe`'s keyword arguments, with the studio's prompt syntax."""
+        return self.family.encode_prompts(pipe, request, self.user_models.embeddings, self.prompt_syntax)
 
     @contextmanager
     def _offloaded(self, pipe) -> Iterator:
         """Under --lowvram, each model of `pipe` moves to the device only while it runs (diffusers'
-        model offload: text encoder, then UNet, then VAE). The hooks go on at every lend and come
+        model offload: text encoders, then the denoiser, then the VAE). The hooks go on at every lend and come
         off after it: the modules are shared with the other task pipelines, and hooks set for one
         pipeline's sequence would not suit another's. Between requests every weight rests in RAM,
         also after a Stop or an error in the middle of a run."""
@@ -370,24 +382,24 @@ class ModelManager:
     def roles_to_load(self, task: str, control_mode: str | None = None) -> list[str]:
         """The models `task` needs that are not in memory now (loading them takes a while)."""
         loaded = (["base"] if self._base is not None else []) + self.cache.roles()
-        return [role for role in self.roles_needed(task, control_mode) if role not in loaded]
+        return [role for role in self.roles_needed(task, control_mode) if self._cache_key(role) not in loaded]
 
     def _model_ref(self, task: str) -> str:
-        """The model that makes a task's images: its specialised UNet's, else the base."""
-        unet = TASKS[task].unet_role
-        return (self.preset.model(unet) if unet else None) or self.base_id
+        """The model that makes a task's images: its specialised denoiser's, else the base."""
+        variant = TASKS[task].variant_role
+        return (self.preset.model(variant) if variant else None) or self.base_id
 
     def model_name(self, task: str, control_mode: str | None = None) -> str:
         """The model a task's images are made with, for their infotext: a hub id, or a checkpoint's
         file stem (as A1111 writes it)."""
         ref = self._model_ref(task)
-        return Path(ref).stem if ref.endswith(".safetensors") else ref
+        return Path(ref).stem if ref.endswith((".safetensors", ".gguf")) else ref
 
     def model_infotext(self, task: str, vae: str = "") -> dict:
         """A1111's "Model hash" of a checkpoint, and "VAE hash" / "VAE" of a chosen VAE."""
         extra = {}
         ref = self._model_ref(task)
-        if ref.endswith(".safetensors"):
+        if ref.endswith((".safetensors", ".gguf")):
             extra["Model hash"] = self.user_models.checkpoints.short_hash(Path(ref))
         if vae:
             extra["VAE hash"] = self.user_models.vaes.short_hash(self.user_models.vaes.path(vae))

@@ -7,15 +7,16 @@ so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from studio.control import CONTROL_MODES
 from studio.errors import PresetError
+from studio.families import FAMILIES, Capabilities, Family, family_of
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"  # diffusers configs for single-file checkpoints
 
-FAMILIES = ("sd", "sdxl")
+GUIDANCE_KINDS = ("cfg", "distilled", "none")
 
 # Roles a preset can fill; each tab needs one of them. "control.*" are the ControlNets.
 ROLES = ("base", "inpaint", "instruct", *(f"control.{mode}" for mode in CONTROL_MODES), "pose_annotator",
@@ -29,6 +30,8 @@ _SCHEMA: dict = {
     "title": str,
     "description": str,
     "family": str,
+    "guidance": str,  # overrides the family's guidance kind (FLUX.1-schnell: "none")
+    "licence": str,  # shown in the model picker's description (FLUX.1-dev: non-commercial)
     "build": str,
     "variant": str,
     "model_cache_mb": int,
@@ -80,6 +83,7 @@ class Limits:
     max_steps: int = 150
     max_batch_size: int = 8
     max_batch_count: int = 16
+    size_multiple: int = 8  # the family's (not a preset key): sides are multiples of it
 
 
 @dataclass(frozen=True)
@@ -102,10 +106,24 @@ class Preset:
     checkpoint_config: str | None = None
     # The checkpoint file this preset was derived from (its base, inpaint or instruct model).
     checkpoint: str | None = None
+    # Where a transformer-only checkpoint's text encoders, VAE and scheduler come from: the base
+    # of the family preset it was derived from.
+    components_from: str | None = None
+    guidance: str | None = None  # None: the family's kind
+    licence: str = ""
 
     @property
     def base_id(self) -> str:
         return self.models["base"]
+
+    @property
+    def family_spec(self) -> Family:
+        return family_of(self.family)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        caps = self.family_spec.capabilities
+        return replace(caps, guidance=self.guidance) if self.guidance else caps
 
     def model(self, role: str) -> str | None:
         """The hub id or folder for `role`, or None when this preset has no model for it."""
@@ -170,8 +188,10 @@ def parse_preset(path: Path) -> Preset:
     for dotted in _REQUIRED:
         if _lookup(data, dotted) is None:
             raise PresetError(f"{path}: missing required key '{dotted}'")
-    if data["family"] not in FAMILIES:
-        raise PresetError(f"{path}: 'family' must be one of {', '.join(FAMILIES)}, got {data['family']!r}")
+    if data["family"] not in FAMILIES.names():
+        raise PresetError(f"{path}: 'family' must be one of {', '.join(FAMILIES.names())}, got {data['family']!r}")
+    if data.get("guidance") is not None and data["guidance"] not in GUIDANCE_KINDS:
+        raise PresetError(f"{path}: 'guidance' must be one of {', '.join(GUIDANCE_KINDS)}, got {data['guidance']!r}")
     if data.get("build") is not None and data["build"] not in _BUILDERS:
         raise PresetError(f"{path}: 'build' must be one of {', '.join(_BUILDERS)}, got {data['build']!r}")
     defaults = data.get("defaults", {})
@@ -186,13 +206,15 @@ def parse_preset(path: Path) -> Preset:
         family=data["family"],
         models=_flatten_models(data["models"]),
         defaults=Defaults(**defaults),
-        limits=Limits(**limits),
+        limits=Limits(**limits, size_multiple=family_of(data["family"]).size_multiple),
         description=data.get("description", ""),
         loras=data.get("loras", {}),
         build=data.get("build"),
         variant=data.get("variant"),
         model_cache_mb=data.get("model_cache_mb", 0),
         checkpoint_config=data.get("checkpoint_config"),
+        guidance=data.get("guidance"),
+        licence=data.get("licence", ""),
     )
     _check_defaults_within_limits(preset, path)
     config = preset.checkpoint_config
@@ -209,10 +231,12 @@ def _check_defaults_within_limits(preset: Preset, path: Path) -> None:
         raise PresetError(f"{path}: 'defaults.steps' ({d.steps}) is above 'limits.max_steps' ({lim.max_steps})")
     for side in ("width", "height"):
         value, limit = getattr(d, side), getattr(lim, f"max_{side}")
-        if value % 8 or value > limit:
-            raise PresetError(
-                f"{path}: 'defaults.{side}' ({value}) must be a multiple of 8 and at most 'limits.max_{side}' ({limit})"
-            )
+        if value % lim.size_multiple or value > limit:
+            raise PresetError(f"{path}: 'defaults.{side}' ({value}) must be a multiple of {lim.size_multiple} and at "
+                              f"most 'limits.max_{side}' ({limit})")
+    if d.sampler not in preset.capabilities.samplers:
+        raise PresetError(f"{path}: 'defaults.sampler' ({d.sampler!r}) is not one of {preset.family_spec.title}'s "
+                          f"samplers: {', '.join(preset.capabilities.samplers)}")
 
 
 def available_presets(presets_dir: Path) -> list[str]:

@@ -2,8 +2,8 @@
 
 With the preset's preview VAE (TAESD, `AutoencoderTiny`: about 1% of the real VAE's work) the
 preview is a full-size picture. Without one, a linear map of the latents gives a rough 1/2-scale
-one: the factors are the least-squares fit of RGB to the four SD latent channels that A1111 and
-ComfyUI use for their "approximate" previews; SDXL's latent space has its own.
+one: the factors are the least-squares fit of RGB to the latent channels that A1111 and ComfyUI
+use for their "approximate" previews, each family's own (studio/families/: LatentFormat).
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ import torch
 from PIL import Image
 
 from studio.errors import ModelUnavailableError
+from studio.families import LatentFormat
 
 log = logging.getLogger(__name__)
 
-_FACTORS = {
-    "sd": [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]],
-    "sdxl": [[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 0.1111, -0.0362],
-             [-0.3165, -0.2492, -0.2188]],
-}
 PREVIEW_EVERY = 3  # steps between previews: a preview costs a few ms, sending it to the page more
 PREVIEW_BUDGET_S = 0.25  # the most one live preview through the preview VAE may take
 
@@ -54,16 +50,16 @@ class PreviewPolicy:
             self._decoder = False
 
 
-def latents_to_preview(latents: torch.Tensor, family: str = "sd", decoder=None) -> Image.Image:
-    """The first image of a latent batch (B, 4, h, w) as an RGB picture: 8h x 8w through `decoder`
-    (an AutoencoderTiny), else 4h x 4w from the linear approximation."""
+def latents_to_preview(latents: torch.Tensor, latent: LatentFormat, decoder=None) -> Image.Image:
+    """The first image of an unpacked latent batch (B, C, h, w) as an RGB picture: 8h x 8w through
+    `decoder` (an AutoencoderTiny), else 4h x 4w from the family's linear approximation."""
     if decoder is not None:
         with torch.no_grad():
-            image = decoder.decode(latents[:1, :4].to(decoder.device, decoder.dtype)).sample[0]
+            image = decoder.decode(latents[:1].to(decoder.device, decoder.dtype)).sample[0]
         rgb = ((image.float() + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(rgb)
-    factors = torch.tensor(_FACTORS.get(family, _FACTORS["sd"]), dtype=torch.float32)
-    first = latents[0, :4].detach().to("cpu", torch.float32)
-    rgb = torch.einsum("chw,cr->hwr", first, factors)
+    factors = torch.tensor(latent.rgb_factors, dtype=torch.float32)
+    first = latents[0, : latent.channels].detach().to("cpu", torch.float32)
+    rgb = torch.einsum("chw,cr->hwr", first, factors) + torch.tensor(latent.rgb_bias)
     rgb = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
     return Image.fromarray(rgb).resize((rgb.shape[1] * 4, rgb.shape[0] * 4), Image.Resampling.NEAREST)

@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 
 from studio.errors import RequestError
+from studio.families import Encoded
 from studio.model_cache import free_memory
 from studio.models import ModelManager
 from studio.previews import PREVIEW_EVERY, latents_to_preview
-from studio.prompt_encoder import Encoded
 from studio.requests import MAX_SEED, GenerationRequest
 from studio.tasks import PLANNERS, Plan
 
@@ -87,10 +87,11 @@ def resolve_seed(seed: int) -> int:
 
 
 def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Event | None,
-                   on_preview: PreviewCallback | None, manager: ModelManager):
+                   on_preview: PreviewCallback | None, manager: ModelManager, size: list):
     """A diffusers `callback_on_step_end` that reports progress over several pipeline calls, makes
     a cheap preview every few steps, and leaves the loop when this job's Stop event is set (every
-    pipeline honours an exception, not all of them check `_interrupt`)."""
+    pipeline honours an exception, not all of them check `_interrupt`). `size[0]` is the size of
+    the pass running (packed latents do not tell it)."""
     done = 0
 
     def callback(pipe, step, timestep, kwargs):
@@ -99,7 +100,7 @@ def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Eve
         if on_step is not None:
             on_step(done, total)
         if on_preview is not None and done % PREVIEW_EVERY == 0 and "latents" in kwargs:
-            on_preview(_preview(manager, kwargs["latents"]))
+            on_preview(_preview(manager, kwargs["latents"], size[0]))
         if stop is not None and stop.is_set():
             raise _Stopped
         return kwargs
@@ -107,10 +108,10 @@ def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Eve
     return callback
 
 
-def _preview(manager: ModelManager, latents) -> Image.Image:
+def _preview(manager: ModelManager, latents, size: tuple[int, int]) -> Image.Image:
     decoder = manager.preview_decoder()
     start = time.perf_counter()
-    image = latents_to_preview(latents, manager.preset.family, decoder)
+    image = latents_to_preview(manager.family.latent.unpack(latents, size), manager.family.latent, decoder)
     if decoder is not None:
         manager.note_preview_time(time.perf_counter() - start)
     return image
@@ -136,8 +137,9 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
     device reports them."""
     hires = plan.hires
     total_steps = (plan.steps_run + (hires.steps_run if hires else 0)) * request.batch_count
-    callback = _step_callback(on_step, total_steps, stop, on_preview, manager)
     first_size = (plan.inputs["width"], plan.inputs["height"]) if hires else plan.size
+    pass_size = [first_size]
+    callback = _step_callback(on_step, total_steps, stop, on_preview, manager, pass_size)
     images, stopped, memory = _run_pass(manager, request, plan.task, plan.control_mode, request.steps, seeds,
                                         callback, lambda batch: plan.inputs, first_size, told)
     if hires is None:
@@ -149,6 +151,7 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
         return upscaled, False, memory
     size = request.batch_size
     inputs = [{"image": upscaled[k * size:(k + 1) * size], "strength": hires.strength} for k in range(len(seeds))]
+    pass_size[0] = hires.size
     # Image to Image shares the base weights: no model loads, and the request's LoRAs apply again.
     images, stopped, hires_memory = _run_pass(manager, request, "img2img", None, hires.steps, seeds, callback,
                                               lambda batch: inputs[batch], hires.size, told)
@@ -164,7 +167,7 @@ def _run_pass(manager: ModelManager, request: GenerationRequest, task: str, cont
     images: list[Image.Image] = []
     with manager.pipeline(task, request.sampler, control_mode, request.loras, request.vae) as pipe:
         # Encoded inside the lend: the request's LoRAs on the text encoder apply.
-        encoded = manager.encode_prompts(pipe, request.prompt, request.negative_prompt, request.clip_skip)
+        encoded = manager.encode_prompts(pipe, request)
         told.add(encoded)
         manager.reset_peak_memory()  # under the lock: no other job's peak counts
         # Decoding a big image at once needs several GB; tiles keep it within reach of small GPUs.
@@ -176,13 +179,13 @@ def _run_pass(manager: ModelManager, request: GenerationRequest, task: str, cont
             try:
                 output = pipe(
                     **encoded.kwargs,
+                    **manager.family.call_kwargs(request),
                     num_inference_steps=steps,
-                    guidance_scale=request.guidance_scale,
                     num_images_per_prompt=request.batch_size,
                     # One generator per image, so each can be made again alone from its own seed.
                     generator=[manager.generator(s) for s in batch_seeds],
                     callback_on_step_end=callback,
-                    **inputs_of(batch),
+                    **manager.family.task_inputs(task, inputs_of(batch), pipe, control_mode),
                 )
             except _Stopped:
                 return images, True, manager.peak_memory()
@@ -237,7 +240,8 @@ def render(manager: ModelManager, request: GenerationRequest, events: JobEvents 
         if plan.finish is not None:
             image = plan.finish(image)
         size = plan.infotext_size or image.size
-        infotext = request.infotext(seed=seed, model=model, size=size, steps_run=plan.steps_run, extra=extra)
+        infotext = request.infotext(seed=seed, model=model, size=size, steps_run=plan.steps_run, extra=extra,
+                                    caps=manager.preset.capabilities)
         result.images.append(image)
         result.seeds.append(seed)
         result.infotexts.append(infotext)

@@ -26,11 +26,12 @@ def estimate_seconds(request, preset=None, previews=False) -> int:
     """GPU time to ask ZeroGPU for: about 0.1 s per 512x512 step on a ZeroGPU slice, plus loading."""
     width, height = getattr(request, "width", 512), getattr(request, "height", 512)
     images = request.batch_size * request.batch_count
-    steps = request.steps * images * max(1.0, width * height / 512**2)
+    cost = preset.family_spec.step_cost if preset is not None else 1.0  # FLUX.1's step is several SD steps
+    steps = request.steps * images * max(1.0, width * height / 512**2) * cost
     if getattr(request, "hires_fix", False):  # the second pass, at the larger size
         hires_width, hires_height = request.hires_size()
         hires_steps = (request.hires_steps or request.steps) * request.hires_denoising
-        steps += hires_steps * images * max(1.0, hires_width * hires_height / 512**2)
+        steps += hires_steps * images * max(1.0, hires_width * hires_height / 512**2) * cost
     return int(min(300, 20 + 0.1 * steps))
 
 

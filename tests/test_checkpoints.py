@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from studio.errors import PresetError, RequestError, StudioError
 from studio.requests import InpaintRequest, Txt2ImgRequest
-from studio.single_file_export import export_checkpoint, vae_to_ldm
+from studio.families.sd_export import export_checkpoint, vae_to_ldm
 
 
 def pixels(result) -> np.ndarray:
@@ -54,8 +54,8 @@ def test_the_picker_offers_checkpoints_next_to_presets_and_never_a_pickle(studio
     assert not any(name.endswith(".ckpt") for name in names)
     assert studio.user_models.checkpoints.refused() == ["evil.ckpt"]
     info = studio.user_models.checkpoints.info("tiny-sd1-inpainting.safetensors")
-    assert (info.architecture, info.kind, info.context_dim) == ("sd1", "inpaint", 32)
-    assert studio.user_models.checkpoints.info("tiny-sdxl.safetensors").architecture == "sdxl"
+    assert (info.architecture, info.kind, info.detected.fingerprint) == ("SD 1.x", "inpaint", (32,))
+    assert studio.user_models.checkpoints.info("tiny-sdxl.safetensors").architecture == "SDXL"
 
 
 def test_a_checkpoint_gives_the_pixels_of_the_same_weights_from_the_diffusers_folder(studio, checkpoints):

@@ -10,6 +10,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from studio.errors import RequestError
+from studio.families import FAMILIES
 from studio.loras import LoraLibrary, parse_prompt_loras
 from studio.requests import InpaintRequest, Txt2ImgRequest
 
@@ -154,7 +155,8 @@ def library(tmp_path, models_dir):
 def test_library_lists_safetensors_and_reads_kohya_metadata(library):
     assert library.names() == ["styles/ink"]  # the symlink out of the folder is not listed
     info = library.info("styles/ink")
-    assert (info.base_model, info.rank, info.family) == ("sd_v1", "4", "sd")
+    assert (info.base_model, info.rank) == ("sd_v1", "4")
+    assert [family.name for family in FAMILIES if family.lora_base_model_matches(info.base_model)] == ["sd"]
     assert info.trigger_words == ("tinystyle", "watercolor") and len(info.short_hash) == 12
     assert library.refused() == ["model.bin", "old.ckpt"]
 

@@ -72,7 +72,7 @@ def test_missing_base_bad_family_and_bad_toml(tmp_path):
     with pytest.raises(PresetError, match="missing required key 'models.base'"):
         parse_preset(write(tmp_path, 'title = "x"\nfamily = "sd"\n[models]\ninpaint = "a/b"\n'))
     with pytest.raises(PresetError, match="'family' must be one of"):
-        parse_preset(write(tmp_path, MINIMAL.replace('"sd"', '"flux"')))
+        parse_preset(write(tmp_path, MINIMAL.replace('"sd"', '"sd3"')))
     with pytest.raises(PresetError, match="not valid TOML"):
         parse_preset(write(tmp_path, "title = \n"))
 

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from studio.errors import RequestError
-from studio.prompt_encoder import CHUNK, MAX_CHUNKS, _Chunker, encode_prompts
+from studio.families.clip_prompts import CHUNK, MAX_CHUNKS, _Chunker, encode_prompts
 from studio.prompt_syntax import parse_weighted
 from studio.requests import Txt2ImgRequest
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from studio.checkpoints import config_folder, detect
-from studio.single_file_export import export_checkpoint
+from studio.families.sd_export import export_checkpoint
 
 
 def assert_same_weights(expected, loaded):
@@ -15,8 +15,8 @@ def assert_same_weights(expected, loaded):
 
 
 @pytest.mark.parametrize("folder, cls_name, components, architecture", [
-    ("base", "StableDiffusionPipeline", ("unet", "vae", "text_encoder"), "sd1"),
-    ("sdxl-base", "StableDiffusionXLPipeline", ("unet", "vae", "text_encoder", "text_encoder_2"), "sdxl"),
+    ("base", "StableDiffusionPipeline", ("unet", "vae", "text_encoder"), "SD 1.x"),
+    ("sdxl-base", "StableDiffusionXLPipeline", ("unet", "vae", "text_encoder", "text_encoder_2"), "SDXL"),
 ])
 def test_every_weight_round_trips(models_dir, tmp_path, folder, cls_name, components, architecture):
     import diffusers
@@ -39,7 +39,7 @@ def test_an_inpainting_unet_round_trips_and_is_detected(models_dir, tmp_path):
     unet = UNet2DConditionModel.from_pretrained(models_dir / "tiny" / "inpaint" / "unet")
     path = export_checkpoint(pipe, tmp_path / "model-inpainting.safetensors", unet=unet)
     info = detect(path, "model-inpainting")
-    assert (info.kind, info.in_channels, info.context_dim) == ("inpaint", 9, 32)
+    assert (info.kind, info.detected.fingerprint) == ("inpaint", (32,))
     loaded = UNet2DConditionModel.from_single_file(
         str(path), config=str(config_folder(models_dir / "tiny" / "base", tmp_path / "configs")), subfolder="unet",
         local_files_only=True, in_channels=9)

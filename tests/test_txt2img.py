@@ -8,7 +8,7 @@ from PIL import Image
 
 from studio.errors import ModelUnavailableError, RequestError
 from studio.requests import Txt2ImgRequest
-from studio.samplers import SAMPLER_NAMES
+from studio.samplers import DIFFUSION_SAMPLERS
 
 
 def pixels(image) -> np.ndarray:
@@ -49,7 +49,7 @@ def test_random_seed_is_reported_and_reproduces(studio):
     assert np.array_equal(pixels(result.images[0]), pixels(again.images[0]))
 
 
-@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+@pytest.mark.parametrize("sampler", DIFFUSION_SAMPLERS)
 def test_every_sampler_runs(studio, sampler):
     result = studio.generate(request(sampler=sampler, width=72, height=64))
     image = result.images[0]

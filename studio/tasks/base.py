@@ -14,12 +14,16 @@ from typing import Callable
 from PIL import Image
 
 from studio.errors import RequestError
+from studio.families import Capabilities
 from studio.imaging import check_image, fit_within
 from studio.loras import MAX_LORAS_PER_REQUEST, merge_loras, parse_prompt_loras
 from studio.metadata import format_infotext
 from studio.presets import Limits
 from studio.prompt_syntax import parse_weighted
-from studio.samplers import SAMPLER_NAMES
+from studio.samplers import DIFFUSION_SAMPLERS
+
+# What a request is checked against when its caller names no family: a classic CFG model.
+DEFAULT_CAPABILITIES = Capabilities(samplers=tuple(DIFFUSION_SAMPLERS))
 
 MAX_SEED = 2**32 - 1
 MAX_CLIP_SKIP = 12
@@ -85,7 +89,9 @@ class GenerationRequest:
         clean, tagged = parse_prompt_loras(self.prompt)
         return replace(self, prompt=clean, loras=merge_loras(list(self.loras), tagged))
 
-    def validate(self, limits: Limits) -> None:
+    def validate(self, limits: Limits, caps: Capabilities = DEFAULT_CAPABILITIES) -> None:
+        """Every field within `limits` and what the model family takes (`caps`); a RequestError
+        that says what to change otherwise."""
         self._check_lengths()
         if len(self.loras) > MAX_LORAS_PER_REQUEST:
             raise RequestError(f"At most {MAX_LORAS_PER_REQUEST} LoRAs can be used at once, got {len(self.loras)}.")
@@ -93,12 +99,12 @@ class GenerationRequest:
             check_range(f"Weight of LoRA '{name}'", weight, -4, 4)
         steps = check_int("Steps", self.steps)
         check_range("Steps", steps, 1, limits.max_steps, " Lower the number of steps." if steps > 1 else "")
-        check_range("CFG scale", self.guidance_scale, 0, 30)
+        check_range(caps.guidance_label, self.guidance_scale, *caps.guidance_range)
         seed = check_int("Seed", self.seed)
         if seed != -1:
             check_range("Seed", seed, 0, MAX_SEED, " Use -1 for a random seed.")
-        if self.sampler not in SAMPLER_NAMES:
-            raise RequestError(f"Unknown sampler {self.sampler!r}. Choose one of: {', '.join(SAMPLER_NAMES)}.")
+        if self.sampler not in caps.samplers:
+            raise RequestError(f"Unknown sampler {self.sampler!r}. Choose one of: {', '.join(caps.samplers)}.")
         check_range("Batch size", check_int("Batch size", self.batch_size), 1, limits.max_batch_size)
         check_range("Batch count", check_int("Batch count", self.batch_count), 1, limits.max_batch_count)
         check_range("Clip skip", check_int("Clip skip", self.clip_skip), 1, MAX_CLIP_SKIP)
@@ -124,18 +130,22 @@ class GenerationRequest:
         return {}
 
     def infotext(self, seed: int, model: str, size: tuple[int, int], steps_run: int | None = None,
-                 extra: dict | None = None) -> str:
-        params = {
-            "Steps": self.steps,
-            "Sampler": self.sampler,
-            "CFG scale": float(self.guidance_scale),
+                 extra: dict | None = None, caps: Capabilities = DEFAULT_CAPABILITIES) -> str:
+        params = {"Steps": self.steps, "Sampler": self.sampler}
+        if caps.guidance == "cfg":
+            params["CFG scale"] = float(self.guidance_scale)
+        else:  # as Forge writes FLUX.1's: no real CFG (1), and the distilled guidance when the model takes it
+            params["CFG scale"] = 1.0
+            if caps.guidance == "distilled":
+                params[caps.guidance_label] = float(self.guidance_scale)
+        params |= {
             "Seed": seed,
             "Size": f"{size[0]}x{size[1]}",
             "Model hash": (extra or {}).get("Model hash"),  # A1111's order: the hash, then the name
             "Model": model,
         }
         params.update(self.infotext_extra())
-        if self.clip_skip != 1:
+        if self.clip_skip != 1 and caps.clip_skip:
             params["Clip skip"] = self.clip_skip
         if steps_run is not None and steps_run != self.steps:
             params["Steps run"] = steps_run  # img2img/inpaint run round(steps x strength) of them
@@ -144,15 +154,16 @@ class GenerationRequest:
         if self.loras:  # as A1111 writes them: in the prompt, so the text reproduces the image
             tags = " ".join(f"<lora:{name}:{weight:g}>" for name, weight in self.loras)
             prompt = f"{prompt}, {tags}" if prompt else tags
-        return format_infotext(prompt, self.negative_prompt, params)
+        return format_infotext(prompt, self.negative_prompt if caps.negative_prompt else "", params)
 
 
 def check_size(width, height, limits: Limits) -> None:
+    step = limits.size_multiple
     for label, value, limit in (("Width", width, limits.max_width), ("Height", height, limits.max_height)):
         value = check_int(label, value)
-        if value % 8:
-            lower, upper = value // 8 * 8, value // 8 * 8 + 8
-            raise RequestError(f"{label} must be a multiple of 8, got {value}: use {lower or 8} or {upper}.")
+        if value % step:
+            lower, upper = value // step * step, value // step * step + step
+            raise RequestError(f"{label} must be a multiple of {step}, got {value}: use {lower or step} or {upper}.")
         check_range(label, value, 64, limit)
 
 
@@ -197,37 +208,34 @@ def steps_and_strength(steps: int, strength: float) -> tuple[int, float]:
 
 
 def input_image(image: Image.Image, limits: Limits) -> tuple[Image.Image, list[str]]:
-    """The input, in RGB, with sides that are multiples of 8, within the preset's limits."""
-    fitted, note = fit_within(check_image(image), limits.max_width, limits.max_height)
+    """The input, in RGB, with sides that are multiples of the family's (8, or 16), within the preset's limits."""
+    fitted, note = fit_within(check_image(image), limits.max_width, limits.max_height, limits.size_multiple)
     return fitted, [note] if note else []
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a manager task asks of the model manager: its diffusers pipeline class per family and
-    the models it needs besides the base. `ModelManager.pipeline` reads it and knows no task by name."""
+    """What a manager task asks of the model manager besides the base: its specialised denoiser
+    (a role of the preset: the inpaint or instruct model) or the ControlNet of the request's mode.
+    The family (studio/families/) names the pipeline class; `ModelManager.pipeline` reads both and
+    knows no task by name."""
 
     name: str  # the manager task: the key of its lent pipelines, Plan.task
-    pipelines: dict[str, str]  # model family -> diffusers pipeline class name
-    unet_role: str | None = None  # a specialised UNet that replaces the base UNet (inpaint, instruct)
-    # False: the base UNet serves when the preset has no such model (diffusers inpaints with both)
-    unet_required: bool = False
+    variant_role: str | None = None  # a specialised denoiser that replaces the base's (inpaint, instruct)
+    # False: the base denoiser serves when the preset has no such model (diffusers inpaints with both)
+    variant_required: bool = False
     controlnet: bool = False  # adds the ControlNet of the request's control mode
 
     def roles(self, preset, control_mode: str | None = None) -> list[str]:
         """The preset roles this task loads, the base first."""
         roles = ["base"]
-        if self.unet_role and (self.unet_required or preset.model(self.unet_role)):
-            roles.append(self.unet_role)
+        if self.variant_role and (self.variant_required or preset.model(self.variant_role)):
+            roles.append(self.variant_role)
         if self.controlnet:
             roles.append(f"control.{control_mode}")
         return roles
 
-    def overrides(self, roles: list[str], component) -> dict:
-        """`from_pipe` overrides: the specialised models of `roles`, loaded by `component(role)`."""
-        return {("controlnet" if role.startswith("control.") else "unet"): component(role) for role in roles[1:]}
-
-
-def family_pipelines(sd: str, sdxl: str) -> dict[str, str]:
-    """A TaskSpec's pipeline class names for the two model families."""
-    return {"sd": sd, "sdxl": sdxl}
+    def overrides(self, roles: list[str], component, denoiser: str) -> dict:
+        """`from_pipe` overrides: the specialised models of `roles`, loaded by `component(role)`;
+        `denoiser` is the family's name for the component a variant replaces (unet, transformer)."""
+        return {("controlnet" if role.startswith("control.") else denoiser): component(role) for role in roles[1:]}

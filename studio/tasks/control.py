@@ -9,9 +9,10 @@ from PIL import Image
 
 from studio.control import CONTROL_MODES
 from studio.errors import RequestError
+from studio.families import Capabilities
 from studio.imaging import check_image
 from studio.presets import Limits
-from studio.tasks.base import Plan, TaskSpec, check_range, family_pipelines
+from studio.tasks.base import DEFAULT_CAPABILITIES, Plan, TaskSpec, check_range
 from studio.tasks.txt2img import Txt2ImgRequest
 
 
@@ -28,8 +29,8 @@ class ControlRequest(Txt2ImgRequest):
 
     task = "control"
 
-    def validate(self, limits: Limits) -> None:
-        super().validate(limits)
+    def validate(self, limits: Limits, caps: Capabilities = DEFAULT_CAPABILITIES) -> None:
+        super().validate(limits, caps)
         check_image(self.control_image, "Control image")
         if self.control_mode not in CONTROL_MODES:
             raise RequestError(
@@ -63,6 +64,5 @@ def plan_control(request: ControlRequest, limits: Limits) -> Plan:
     return Plan("control", inputs, size, request.steps, control_mode=request.control_mode)
 
 
-SPEC = TaskSpec("control", family_pipelines("StableDiffusionControlNetPipeline", "StableDiffusionXLControlNetPipeline"),
-                controlnet=True)
+SPEC = TaskSpec("control", controlnet=True)
 PLANNERS = {"control": plan_control}

@@ -8,15 +8,16 @@ from dataclasses import dataclass
 from PIL import Image
 
 from studio.errors import RequestError
+from studio.families import Capabilities
 from studio.imaging import RESIZE_MODES, check_image, resize_image
 from studio.presets import Limits
 from studio.tasks.base import (
+    DEFAULT_CAPABILITIES,
     GenerationRequest,
     Plan,
     TaskSpec,
     check_size,
     check_strength,
-    family_pipelines,
     input_image,
     steps_and_strength,
 )
@@ -34,8 +35,8 @@ class Img2ImgRequest(GenerationRequest):
 
     task = "img2img"
 
-    def validate(self, limits: Limits) -> None:
-        super().validate(limits)
+    def validate(self, limits: Limits, caps: Capabilities = DEFAULT_CAPABILITIES) -> None:
+        super().validate(limits, caps)
         check_image(self.image)
         check_strength(self.strength)
         if self.resize_mode not in RESIZE_MODES:
@@ -59,5 +60,5 @@ def plan_img2img(request: Img2ImgRequest, limits: Limits) -> Plan:
     return plan
 
 
-SPEC = TaskSpec("img2img", family_pipelines("StableDiffusionImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline"))
+SPEC = TaskSpec("img2img")
 PLANNERS = {"img2img": plan_img2img}

@@ -9,16 +9,17 @@ import numpy as np
 from PIL import Image
 
 from studio.errors import RequestError
-from studio.imaging import blur_mask, check_image, extend_canvas, paste_back, prepare_mask, round8
+from studio.families import Capabilities
+from studio.imaging import blur_mask, check_image, extend_canvas, paste_back, prepare_mask, round_to
 from studio.presets import Limits
 from studio.tasks.base import (
+    DEFAULT_CAPABILITIES,
     GenerationRequest,
     Plan,
     TaskSpec,
     check_int,
     check_range,
     check_strength,
-    family_pipelines,
     input_image,
     steps_and_strength,
 )
@@ -40,8 +41,8 @@ class InpaintRequest(GenerationRequest):
 
     task = "inpaint"
 
-    def validate(self, limits: Limits) -> None:
-        super().validate(limits)
+    def validate(self, limits: Limits, caps: Capabilities = DEFAULT_CAPABILITIES) -> None:
+        super().validate(limits, caps)
         check_image(self.image)
         if self.mask is None:
             raise RequestError("Paint over the area to change (or upload a mask) first: the mask is empty.")
@@ -79,20 +80,23 @@ class OutpaintRequest(GenerationRequest):
 
     task = "outpaint"
 
-    def validate(self, limits: Limits) -> None:
-        super().validate(limits)
+    def validate(self, limits: Limits, caps: Capabilities = DEFAULT_CAPABILITIES) -> None:
+        super().validate(limits, caps)
         image = check_image(self.image)
         margins = {"Left": self.left, "Right": self.right, "Up": self.up, "Down": self.down}
         for label, value in margins.items():
             value = check_int(f"{label} extension", value)
-            if value < 0 or value % 8:
-                raise RequestError(f"{label} extension must be a multiple of 8 and not negative, got {value}.")
+            if value < 0 or value % limits.size_multiple:
+                raise RequestError(f"{label} extension must be a multiple of {limits.size_multiple} for this model "
+                                   f"and not negative, got {value}.")
         if not any(margins.values()):
             raise RequestError("Choose how far to extend the image: every extension is 0.")
         if self.fill not in OUTPAINT_FILLS:
             raise RequestError(f"Unknown outpaint fill {self.fill!r}. Choose one of: {', '.join(OUTPAINT_FILLS)}.")
         check_range("Mask blur", check_int("Mask blur", self.mask_blur), 0, 64)
-        width, height = round8(image.width) + self.left + self.right, round8(image.height) + self.up + self.down
+        step = limits.size_multiple
+        width = round_to(image.width, step) + self.left + self.right
+        height = round_to(image.height, step) + self.up + self.down
         if width > limits.max_width or height > limits.max_height:
             raise RequestError(
                 f"The outpainted image would be {width}x{height}; this preset allows at most "
@@ -123,8 +127,9 @@ def plan_inpaint(request: InpaintRequest, limits: Limits) -> Plan:
 
 def plan_outpaint(request: OutpaintRequest, limits: Limits) -> Plan:
     image = check_image(request.image)
-    image = image.resize((round8(image.width), round8(image.height)), Image.Resampling.LANCZOS) \
-        if image.width % 8 or image.height % 8 else image
+    step = limits.size_multiple
+    image = image.resize((round_to(image.width, step), round_to(image.height, step)), Image.Resampling.LANCZOS) \
+        if image.width % step or image.height % step else image
     canvas, new_area = extend_canvas(image, request.left, request.right, request.up, request.down,
                                      request.fill, seed=max(request.seed, 0))
     # The model repaints a band of the original too (mask blur wide) so the seam is continuous;
@@ -137,7 +142,6 @@ def plan_outpaint(request: OutpaintRequest, limits: Limits) -> Plan:
                 finish=lambda result: paste_back(canvas, result, new_area))
 
 
-# The preset's inpaint UNet when it has one; else the base UNet, which diffusers inpaints with too.
-SPEC = TaskSpec("inpaint", family_pipelines("StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline"),
-                unet_role="inpaint")
+# The preset's inpaint model when it has one; else the base denoiser, which diffusers inpaints with too.
+SPEC = TaskSpec("inpaint", variant_role="inpaint")
 PLANNERS = {"inpaint": plan_inpaint, "outpaint": plan_outpaint}

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from PIL import Image
 
 from studio.errors import RequestError
+from studio.families import Capabilities
 from studio.imaging import check_image
 from studio.presets import Limits
-from studio.tasks.base import GenerationRequest, Plan, TaskSpec, family_pipelines, input_image
+from studio.tasks.base import DEFAULT_CAPABILITIES, GenerationRequest, Plan, TaskSpec, input_image
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,8 @@ class InstructRequest(GenerationRequest):
 
     task = "instruct"
 
-    def validate(self, limits: Limits) -> None:
-        super().validate(limits)
+    def validate(self, limits: Limits, caps: Capabilities = DEFAULT_CAPABILITIES) -> None:
+        super().validate(limits, caps)
         check_image(self.image)
         if not 1 <= self.image_guidance_scale <= 10:
             raise RequestError(
@@ -40,7 +41,5 @@ def plan_instruct(request: InstructRequest, limits: Limits) -> Plan:
     return Plan("instruct", inputs, image.size, request.steps, notes=notes)
 
 
-SPEC = TaskSpec("instruct", family_pipelines("StableDiffusionInstructPix2PixPipeline",
-                                             "StableDiffusionXLInstructPix2PixPipeline"),
-                unet_role="instruct", unet_required=True)
+SPEC = TaskSpec("instruct", variant_role="instruct", variant_required=True)
 PLANNERS = {"instruct": plan_instruct}

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from studio.errors import RequestError
-from studio.imaging import round8
+from studio.families import Capabilities
+from studio.imaging import round_to
 from studio.metadata import parse_infotext
 from studio.presets import Limits
 from studio.samplers import SAMPLER_NAMES
 from studio.tasks.base import (
+    DEFAULT_CAPABILITIES,
     GenerationRequest,
     HiresPass,
     Plan,
@@ -17,7 +19,6 @@ from studio.tasks.base import (
     check_int,
     check_range,
     check_size,
-    family_pipelines,
     steps_and_strength,
 )
 
@@ -37,11 +38,11 @@ class Txt2ImgRequest(GenerationRequest):
 
     task = "txt2img"
 
-    def hires_size(self) -> tuple[int, int]:
-        return round8(self.width * self.hires_scale), round8(self.height * self.hires_scale)
+    def hires_size(self, multiple: int = 8) -> tuple[int, int]:
+        return round_to(self.width * self.hires_scale, multiple), round_to(self.height * self.hires_scale, multiple)
 
-    def validate(self, limits: Limits) -> None:
-        super().validate(limits)
+    def validate(self, limits: Limits, caps: Capabilities = DEFAULT_CAPABILITIES) -> None:
+        super().validate(limits, caps)
         check_size(self.width, self.height, limits)
         if not self.hires_fix:
             return
@@ -49,7 +50,7 @@ class Txt2ImgRequest(GenerationRequest):
         check_range("Hires steps", check_int("Hires steps", self.hires_steps), 0, limits.max_steps,
                      " Use 0 for as many as Steps.")
         check_range("Hires. fix denoising strength", self.hires_denoising, 0, 1)
-        width, height = self.hires_size()
+        width, height = self.hires_size(limits.size_multiple)
         if width > limits.max_width or height > limits.max_height:
             raise RequestError(
                 f"Hires. fix would make {width}x{height}, above this preset's limit of "
@@ -73,12 +74,12 @@ def plan_txt2img(request: Txt2ImgRequest, limits: Limits) -> Plan:
     if request.hires_fix:
         steps = request.hires_steps or request.steps
         steps_run, strength = steps_and_strength(steps, request.hires_denoising)
-        plan.hires = HiresPass(request.hires_size(), steps, steps_run, strength)
+        plan.hires = HiresPass(request.hires_size(limits.size_multiple), steps, steps_run, strength)
         plan.size, plan.infotext_size = plan.hires.size, size
     return plan
 
 
-SPEC = TaskSpec("txt2img", family_pipelines("StableDiffusionPipeline", "StableDiffusionXLPipeline"))
+SPEC = TaskSpec("txt2img")
 PLANNERS = {"txt2img": plan_txt2img}
 
 

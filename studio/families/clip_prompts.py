@@ -21,6 +21,7 @@ import torch
 
 from studio.embeddings import Embedding, EmbeddingLibrary, trigger_pattern
 from studio.errors import RequestError
+from studio.families.base import Encoded
 from studio.prompt_syntax import BREAK, parse_weighted
 
 CHUNK = 75  # tokens of text per chunk, between BOS and EOS
@@ -33,15 +34,6 @@ class _Chunk:
     tokens: list[int] = field(default_factory=list)  # at most CHUNK token ids
     weights: list[float] = field(default_factory=list)
     fixes: list[tuple[int, Embedding]] = field(default_factory=list)  # (offset in tokens, embedding)
-
-
-@dataclass
-class Encoded:
-    """Keyword arguments for a diffusers pipeline call, and what the user should know."""
-
-    kwargs: dict
-    notes: list[str] = field(default_factory=list)
-    embeddings: list[Embedding] = field(default_factory=list)  # used, for the infotext's "TI hashes"
 
 
 def _encoders(pipe) -> list[tuple[object, object]]:
