@@ -178,10 +178,9 @@ def _run_pass(manager: ModelManager, request: GenerationRequest, task: str, cont
         for batch, batch_seeds in enumerate(seeds):
             try:
                 output = pipe(
+                    **({"num_images_per_prompt": request.batch_size} | manager.family.call_kwargs(request)),
                     **encoded.kwargs,
-                    **manager.family.call_kwargs(request),
                     num_inference_steps=steps,
-                    num_images_per_prompt=request.batch_size,
                     # One generator per image, so each can be made again alone from its own seed.
                     generator=[manager.generator(s) for s in batch_seeds],
                     callback_on_step_end=callback,

@@ -24,10 +24,14 @@ DIFFUSION_SAMPLERS: dict[str, tuple[str, dict]] = {
 
 # Flow matching (FLUX.1): schedulers whose set_timesteps takes the pipeline's sigmas and its
 # resolution-dependent shift `mu`. The "Beta" schedule is Forge's name for beta-distributed sigmas.
+# The multistep solvers work on flow sigmas with dynamic shifting (without it DPM++ asserts).
+_FLOW = {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "use_dynamic_shifting": True}
 FLOW_SAMPLERS: dict[str, tuple[str, dict]] = {
     "Euler": ("FlowMatchEulerDiscreteScheduler", {}),
     "Euler Beta": ("FlowMatchEulerDiscreteScheduler", {"use_beta_sigmas": True}),
     "Euler Karras": ("FlowMatchEulerDiscreteScheduler", {"use_karras_sigmas": True}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, **_FLOW}),
+    "UniPC": ("UniPCMultistepScheduler", _FLOW),
 }
 
 # Every name some family offers (the A1111 API's /samplers, reading infotexts).

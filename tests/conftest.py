@@ -43,7 +43,8 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def settings(models_dir, tmp_path_factory):
     """Settings on the tiny preset. The presets are a copy of the shipped ones plus
-    `tiny-base-inpaint`: tiny without an inpaint model, so inpaint runs on the 4-channel base UNet."""
+    `tiny-base-inpaint`: tiny without an inpaint model, so inpaint runs on the 4-channel base UNet,
+    and `tiny-flux-no-fill`: the tiny FLUX.1 without its Fill transformer."""
     from studio.settings import REPO_ROOT, Settings
 
     presets = tmp_path_factory.mktemp("presets")
@@ -51,6 +52,8 @@ def settings(models_dir, tmp_path_factory):
         shutil.copy(path, presets)
     tiny_text = (presets / "tiny.toml").read_text()
     (presets / "tiny-base-inpaint.toml").write_text(tiny_text.replace('inpaint = "./tiny/inpaint"\n', ""))
+    flux_text = (presets / "tiny-flux.toml").read_text()  # and FLUX.1 without Fill: FluxInpaintPipeline
+    (presets / "tiny-flux-no-fill.toml").write_text(flux_text.replace('inpaint = "./tiny/flux/fill"\n', ""))
     return Settings(preset="tiny", models_dir=models_dir, outputs_dir=tmp_path_factory.mktemp("outputs"),
                     presets_dir=presets, loras_dir=tmp_path_factory.mktemp("loras"), device="cpu",
                     checkpoints_dir=tmp_path_factory.mktemp("checkpoints"), vaes_dir=tmp_path_factory.mktemp("vae"),

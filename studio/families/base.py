@@ -109,7 +109,8 @@ class Family:
         return inputs
 
     def call_kwargs(self, request) -> dict:
-        """Guidance and the like, for every pipeline call of `request`."""
+        """Guidance and the like, for every pipeline call of `request` (they may override
+        `num_images_per_prompt`, which is the batch size unless the family says otherwise)."""
         return {"guidance_scale": request.guidance_scale}
 
     # --- prompts, LoRAs, embeddings ------------------------------------------------------------

@@ -69,7 +69,8 @@ class Flux(Family):
         return inputs
 
     def call_kwargs(self, request) -> dict:
-        return {"guidance_scale": request.guidance_scale}
+        # The prompt embeddings come one row per image (FluxPipeline does not repeat given ones).
+        return {"guidance_scale": request.guidance_scale, "num_images_per_prompt": 1}
 
     def encode_prompts(self, pipe, request, embeddings, syntax: str):
         from studio.families.flux_prompts import encode_flux_prompt

@@ -145,6 +145,8 @@ class GenerationRequest:
             "Model": model,
         }
         params.update(self.infotext_extra())
+        if not caps.image_guidance:  # FLUX.1 Kontext takes none: the setting did nothing
+            params.pop("Image CFG scale", None)
         if self.clip_skip != 1 and caps.clip_skip:
             params["Clip skip"] = self.clip_skip
         if steps_run is not None and steps_run != self.steps:
@@ -237,5 +239,5 @@ class TaskSpec:
 
     def overrides(self, roles: list[str], component, denoiser: str) -> dict:
         """`from_pipe` overrides: the specialised models of `roles`, loaded by `component(role)`;
-        `denoiser` is the family's name for the component a variant replaces (unet, transformer)."""
+        `denoiser` is the family's name for the component a variant replaces (a UNet or a transformer)."""
         return {("controlnet" if role.startswith("control.") else denoiser): component(role) for role in roles[1:]}
