@@ -11,8 +11,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from studio.errors import PresetError, RequestError, StudioError
-from studio.requests import InpaintRequest, Txt2ImgRequest
 from studio.families.sd_export import export_checkpoint, vae_to_ldm
+from studio.requests import InpaintRequest, Txt2ImgRequest
 
 
 def pixels(result) -> np.ndarray:
