@@ -25,7 +25,7 @@ import torch
 from studio import tiny
 from studio.adapters import AdapterManager
 from studio.checkpoints import CheckpointFolder, config_folder
-from studio.devices import pick_device
+from studio.devices import DTYPES, pick_device
 from studio.embeddings import EmbeddingLibrary
 from studio.errors import ModelUnavailableError
 from studio.families import Encoded
@@ -100,7 +100,7 @@ class ModelManager:
         self.models_dir = settings.models_dir
         self.user_models = user_models or UserModels.from_settings(settings)
         self.prompt_syntax = settings.prompt_syntax
-        self.device, self.dtype = pick_device(settings.device, settings.dtype)
+        self.device, self.dtype = pick_device(settings.device, settings.dtype, DTYPES[self.family.half_dtype])
         self.lowvram = settings.lowvram
         # Where weights rest between requests: on the device, or in RAM under --lowvram.
         self.home = torch.device("cpu") if self.lowvram else self.device

@@ -49,7 +49,9 @@ class Flux(Family):
     denoiser_class = "FluxTransformer2DModel"
     control_class = "FluxControlNetModel"
     samplers = FLOW_SAMPLERS
+    variant_channels = {"inpaint": 384}  # a Fill transformer's input: latents, masked latents, mask
     tiny_version = 1
+    half_dtype = "bfloat16"  # T5 and the transformer overflow in float16 (black images)
     step_cost = 4.0  # a 12B transformer against an 0.9B UNet, at the same number of pixels
 
     def task_inputs(self, task: str, inputs: dict, pipe, control_mode: str | None) -> dict:
@@ -125,6 +127,8 @@ class Flux(Family):
         from studio.families.flux_files import load_single_file
 
         transformer_kwargs = {}
+        if role in self.variant_channels:  # FLUX.1 Fill: 384 channels in, 64 out
+            transformer_kwargs |= {"in_channels": self.variant_channels[role], "out_channels": 64}
         if path.suffix.lower() == ".gguf":
             transformer_kwargs["quantization_config"] = diffusers.GGUFQuantizationConfig(compute_dtype=dtype)
         transformer = load_single_file(path, config, subfolder="transformer", torch_dtype=dtype, **transformer_kwargs)

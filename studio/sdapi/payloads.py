@@ -28,7 +28,8 @@ SAMPLER_ALIASES = {
     "dpm++ 2m karras": "DPM++ 2M Karras", "k_dpmpp_2m_ka": "DPM++ 2M Karras", "ddim": "DDIM", "unipc": "UniPC",
     "lcm": "LCM",
 }
-SCHEDULERS = ({"name": "automatic", "label": "Automatic"}, {"name": "karras", "label": "Karras"})
+SCHEDULERS = ({"name": "automatic", "label": "Automatic"}, {"name": "karras", "label": "Karras"},
+              {"name": "beta", "label": "Beta"})  # Beta: Forge's, for FLUX.1 (Euler Beta)
 RESIZE_MODES = ("Just resize", "Resize and crop", "Resize and pad", "Just resize")  # A1111's 0-3 (3: latent)
 # "none": the image is the map itself; the others make a mode's map (studio/control.py).
 CONTROL_MODULES = ("none", *(module for mode in CONTROL_MODES.values() for module in mode.a1111_modules))
@@ -121,17 +122,18 @@ def encode_png(path) -> str:
         return base64.b64encode(handle.read()).decode("ascii")
 
 
-def sampler_of(payload: dict, default: str) -> str:
-    """Our sampler for A1111's `sampler_name` (or `sampler_index`) and `scheduler`."""
+def sampler_of(payload: dict, default: str, names: tuple[str, ...] = SAMPLER_NAMES) -> str:
+    """Our sampler for A1111's `sampler_name` (or `sampler_index`) and `scheduler` (A1111's Karras,
+    Forge's Beta), among the model family's `names`."""
     name = payload.get("sampler_name") or payload.get("sampler_index") or default
     if not isinstance(name, str):
         raise ApiError(422, "'sampler_name' must be text.")
-    sampler = name if name in SAMPLER_NAMES else SAMPLER_ALIASES.get(name.strip().lower())
-    if sampler is None:
-        raise ApiError(422, f"Unknown sampler '{name}'. Choose one of: {', '.join(SAMPLER_NAMES)}.")
+    sampler = name if name in names else SAMPLER_ALIASES.get(name.strip().lower())
+    if sampler not in names:
+        raise ApiError(422, f"Unknown sampler '{name}'. Choose one of: {', '.join(names)}.")
     scheduler = payload.get("scheduler")
-    if isinstance(scheduler, str) and scheduler.lower() == "karras" and f"{sampler} Karras" in SAMPLER_NAMES:
-        sampler = f"{sampler} Karras"
+    if isinstance(scheduler, str) and f"{sampler} {scheduler.title()}" in names:
+        sampler = f"{sampler} {scheduler.title()}"
     return sampler
 
 
@@ -156,16 +158,25 @@ def vae_name(value: str | None) -> str:
     return "" if value in (None, "", OWN_VAE, "None", "auto") else value
 
 
-def shared_fields(payload: dict, defaults) -> dict:
+def guidance_of(payload: dict, preset) -> float:
+    """The guidance a model takes: A1111's `cfg_scale`, Forge's `distilled_cfg_scale` for a
+    distilled model (FLUX.1-dev; its `cfg_scale` is 1 there), the preset's for one without."""
+    kind, default = preset.capabilities.guidance, preset.defaults.guidance_scale
+    if kind == "distilled":
+        return get_field(payload, "distilled_cfg_scale", float, default)
+    return get_field(payload, "cfg_scale", float, 7.0) if kind == "cfg" else default
+
+
+def shared_fields(payload: dict, preset) -> dict:
     """The fields every task takes, as the studio's request keyword arguments."""
     prompt = get_field(payload, "prompt", str, "")
     negative = get_field(payload, "negative_prompt", str, "")
     return dict(
         prompt=prompt, negative_prompt=negative,
         steps=get_field(payload, "steps", int, 50),  # A1111's API default
-        guidance_scale=get_field(payload, "cfg_scale", float, 7.0),
+        guidance_scale=guidance_of(payload, preset),
         seed=get_field(payload, "seed", int, -1),
-        sampler=sampler_of(payload, defaults.sampler),
+        sampler=sampler_of(payload, preset.defaults.sampler, preset.capabilities.samplers),
         batch_size=get_field(payload, "batch_size", int, 1),
         batch_count=get_field(payload, "n_iter", int, 1),
     )

@@ -178,7 +178,7 @@ class SdApi:
         options, overrides = self.options(owner), overrides_of(payload)
         model = overrides.model or options["sd_model_checkpoint"]
         preset = self.studio.preset(model)
-        shared = shared_fields(payload, preset.defaults)
+        shared = shared_fields(payload, preset)
         shared["vae"] = vae_name(overrides.vae if overrides.vae is not None else options["sd_vae"])
         shared["clip_skip"] = overrides.clip_skip or get_field(options, "CLIP_stop_at_last_layers", int, 1)
         return model, shared

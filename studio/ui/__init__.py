@@ -89,10 +89,20 @@ def build(studio) -> gr.Blocks:
             history_results, history_tabs, reuse = history.create_tab(studio)
             png_text, png_send = pnginfo.create_tab()
 
-        def fit_all(name):
-            return tuple(update for tab in handles.values() for update in tab.fit[0](name))
+        def fit_header(name):
+            """Clip skip only where the family reads CLIP's layers (not FLUX.1)."""
+            try:
+                return gr.update(visible=studio.preset(name).capabilities.clip_skip)
+            except StudioError:
+                return gr.update()
 
-        demo.load(fit_all, inputs=preset_box, outputs=[c for tab in handles.values() for c in tab.fit[1]],
+        def fit_all(name):
+            return (*(update for tab in handles.values() for update in tab.fit[0](name)), fit_header(name))
+
+        preset_box.change(fit_header, inputs=preset_box, outputs=header.clip_skip, api_visibility="private",
+                          queue=False)
+        demo.load(fit_all, inputs=preset_box,
+                  outputs=[*(c for tab in handles.values() for c in tab.fit[1]), header.clip_skip],
                   api_visibility="private", queue=False)
         sources = [(tab.results, tab.row.prompt) for tab in handles.values()]
         history_prompt = gr.Textbox(visible=False)  # the selected history image's prompt, for send-to

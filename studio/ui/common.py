@@ -20,7 +20,6 @@ from studio.loras import format_lora_list, parse_lora_list
 from studio.metadata import parse_infotext
 from studio.presets import Defaults, Limits
 from studio.requests import MAX_SEED
-from studio.samplers import SAMPLER_NAMES
 from studio.ui.published import publish
 from studio.ui.widgets import ImageInput, NamedNumber, NamedSlider, gpu_event_options, user_error
 
@@ -47,9 +46,10 @@ class Header:
 @dataclass
 class PromptRow:
     prompt: gr.Textbox
-    negative: gr.Textbox
+    negative: gr.Textbox  # hidden where the model family has no negative prompt (FLUX.1)
     generate: gr.Button
     stop: gr.Button
+    note: gr.Markdown  # what this tab cannot do with the current model, before Generate is pressed
 
 
 @dataclass
@@ -112,7 +112,8 @@ def prompt_row(tab: str, defaults: Defaults, placeholder: str, negative: bool = 
             generate = gr.Button("Generate", variant="primary", size="lg", elem_id=f"{tab}-generate",
                                  elem_classes=["generate-button"])
             stop = gr.Button("Stop", variant="stop", elem_id=f"{tab}-stop")
-    return PromptRow(prompt, negative_box, generate, stop)
+    note = gr.Markdown("", visible=False, elem_id=f"{tab}-note")
+    return PromptRow(prompt, negative_box, generate, stop, note)
 
 
 def image_input(tab: str, label: str = "Image") -> ImageInput:
@@ -122,9 +123,12 @@ def image_input(tab: str, label: str = "Image") -> ImageInput:
 
 
 def sampling_controls(studio, preset_box, defaults: Defaults, caps: Limits, batch: bool = True) -> Sampling:
-    sampler = gr.Dropdown(list(SAMPLER_NAMES), value=defaults.sampler, label="Sampler")
+    family = studio.default_preset.capabilities
+    sampler = gr.Dropdown(list(family.samplers), value=defaults.sampler, label="Sampler")
     steps = NamedSlider(1, caps.max_steps, value=defaults.steps, step=1, label="Steps")
-    guidance = NamedSlider(0, 30, value=defaults.guidance_scale, step=0.5, label="CFG scale")
+    # CFG, or FLUX.1-dev's distilled guidance (Forge's name), or hidden where the model takes none.
+    guidance = NamedSlider(*family.guidance_range, value=defaults.guidance_scale, step=0.1 if family.guidance ==
+                           "distilled" else 0.5, label=family.guidance_label, visible=family.guidance != "none")
     with gr.Row(visible=batch):
         batch_count = NamedSlider(1, caps.max_batch_count, value=1, step=1, label="Batch count")
         batch_size = NamedSlider(1, caps.max_batch_size, value=1, step=1, label="Batch size")
@@ -340,30 +344,43 @@ def wire_generate(studio, fn, prompt_row_: PromptRow, inputs: list, results: Res
     return event
 
 
-def fit_to_preset(studio, preset_box: gr.Dropdown, sampling: Sampling, size: tuple | None = None):
-    """Picking a preset brings its defaults and limits to these sliders (sd-turbo wants 2 steps and
-    CFG 0). Returns (fn, outputs) for the page's load event: it sets the starting preset's limits
-    only, so it never overwrites what the user may already be typing."""
+def fit_to_preset(studio, preset_box: gr.Dropdown, sampling: Sampling, size: tuple | None = None,
+                  row: PromptRow | None = None, task: str | None = None, image_guidance: gr.Slider | None = None):
+    """Picking a model brings its defaults, limits and family to these fields (sd-turbo wants 2 steps
+    and CFG 0; FLUX.1 has its own samplers, distilled guidance, sizes in 16s and no negative prompt),
+    and says what the tab cannot do with it. Returns (fn, outputs) for the page's load event: it sets
+    the starting model's limits only, so it never overwrites what the user may already be typing."""
 
     def updates(name, with_values: bool):
         try:
             preset = studio.preset(name)
         except StudioError as exc:
             raise user_error(str(exc)) from None
-        d, lim = preset.defaults, preset.limits
+        d, lim, caps = preset.defaults, preset.limits, preset.capabilities
 
-        def slider(value, maximum=None):
-            update = {"maximum": maximum} if maximum is not None else {}
+        def slider(value, maximum=None, **changes):
+            update = ({"maximum": maximum} if maximum is not None else {}) | changes
             return gr.update(value=value, **update) if with_values else gr.update(**update)
 
-        result = [slider(d.sampler), slider(d.steps, lim.max_steps), slider(d.guidance_scale),
+        low, high = caps.guidance_range
+        result = [slider(d.sampler, choices=list(caps.samplers)), slider(d.steps, lim.max_steps),
+                  slider(d.guidance_scale, high, minimum=low, label=caps.guidance_label,
+                         visible=caps.guidance != "none"),
                   slider(1, lim.max_batch_count), slider(1, lim.max_batch_size)]
         if size is not None:
-            result += [slider(d.width, lim.max_width), slider(d.height, lim.max_height)]
+            result += [slider(d.width, lim.max_width, step=lim.size_multiple),
+                       slider(d.height, lim.max_height, step=lim.size_multiple)]
+        if row is not None:
+            note = studio.task_note(task, name) if task else ""
+            result += [gr.update(visible=caps.negative_prompt), gr.update(value=note, visible=bool(note))]
+        if image_guidance is not None:
+            result.append(gr.update(visible=caps.image_guidance))
         return tuple(result)
 
     outputs = [sampling.sampler, sampling.steps, sampling.guidance, sampling.batch_count, sampling.batch_size]
     outputs += list(size or ())
+    outputs += [row.negative, row.note] if row is not None else []
+    outputs += [image_guidance] if image_guidance is not None else []
     preset_box.change(lambda name: updates(name, True), inputs=preset_box, outputs=outputs,
                       api_visibility="private", queue=False)
     return (lambda name: updates(name, False)), outputs

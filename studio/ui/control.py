@@ -151,5 +151,5 @@ def create_tab(studio, header, jobs, caps):
            "guidance_end": end, "width": width, "height": height}
     inputs = inputs_of(control, shared_inputs(row, sampling, header) | own)
     wire_generate(studio, control, row, inputs, results, "control", jobs)
-    fit = fit_to_preset(studio, preset_box, sampling, (width, height))
+    fit = fit_to_preset(studio, preset_box, sampling, (width, height), row, "control")
     return TabHandles(results, row, sampling, fit, size=(width, height), receiver=photo, mode=mode)

@@ -51,5 +51,5 @@ def create_tab(studio, header, jobs, caps):
     own = {"image": image, "strength": strength, "resize_mode": resize_mode, "width": width, "height": height}
     inputs = inputs_of(img2img, shared_inputs(row, sampling, header) | own)
     wire_generate(studio, img2img, row, inputs, results, "img2img", jobs)
-    fit = fit_to_preset(studio, preset_box, sampling, (width, height))
+    fit = fit_to_preset(studio, preset_box, sampling, (width, height), row, "img2img")
     return TabHandles(results, row, sampling, fit, receiver=image)

@@ -74,7 +74,8 @@ def create_inpaint_tab(studio, header, jobs, caps):
            "padding": padding, "strength": strength}
     inputs = inputs_of(inpaint, shared_inputs(row, sampling, header) | own)
     wire_generate(studio, inpaint, row, inputs, results, "inpaint", jobs)
-    return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling), receiver=editor)
+    return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling, row=row, task="inpaint"),
+                      receiver=editor)
 
 
 def create_outpaint_tab(studio, header, jobs, caps):
@@ -109,4 +110,4 @@ def create_outpaint_tab(studio, header, jobs, caps):
     own = {"image": image, **dict(zip(("left", "right", "up", "down"), margins)), "fill": fill, "mask_blur": mask_blur}
     inputs = inputs_of(outpaint, shared_inputs(row, sampling, header) | own)
     wire_generate(studio, outpaint, row, inputs, results, "outpaint", jobs)
-    return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling))
+    return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling, row=row, task="outpaint"))

@@ -48,4 +48,5 @@ def create_tab(studio, header, jobs, caps):
     own = {"image": image, "image_guidance_scale": image_guidance}
     inputs = inputs_of(instruct, shared_inputs(row, sampling, header) | own)
     wire_generate(studio, instruct, row, inputs, results, "instruct", jobs)
-    return TabHandles(results, row, sampling, fit_to_preset(studio, preset_box, sampling), receiver=image)
+    fit = fit_to_preset(studio, preset_box, sampling, row=row, task="instruct", image_guidance=image_guidance)
+    return TabHandles(results, row, sampling, fit, receiver=image)

@@ -67,5 +67,5 @@ def create_tab(studio, header, jobs, caps):
                                                          hires))}
     inputs = inputs_of(txt2img, shared_inputs(row, sampling, header) | own)
     wire_generate(studio, txt2img, row, inputs, results, "txt2img", jobs)
-    fit = fit_to_preset(studio, preset_box, sampling, (width, height))
+    fit = fit_to_preset(studio, preset_box, sampling, (width, height), row, "txt2img")
     return TabHandles(results, row, sampling, fit, size=(width, height), hires=hires)
