@@ -202,8 +202,10 @@ def config_folder(source: Path, cache_root: Path) -> Path:
             destination = staging / file.relative_to(source)
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file, destination)
-        for folder in staging.glob("tokenizer*"):
-            if not (folder / "vocab.json").exists():
+        for folder in staging.glob("tokenizer*"):  # CLIP's BPE files, where a config names it (not T5's)
+            config = folder / "tokenizer_config.json"
+            clip = config.is_file() and "CLIPTokenizer" in config.read_text(encoding="utf-8")
+            if clip and not (folder / "vocab.json").exists():
                 tokenizer_files = tokenizer_files or _clip_tokenizer_files()
                 (folder / "vocab.json").write_text(tokenizer_files[0], encoding="utf-8")
                 (folder / "merges.txt").write_text(tokenizer_files[1], encoding="utf-8")

@@ -210,7 +210,7 @@ class Studio:
 
 
 def _is_sibling(stem: str, other: str) -> bool:
-    """`other` (a checkpoint name) is `stem`'s inpainting or instruct companion by its name."""
+    """`other` (a checkpoint name) is `stem`'s inpainting (FLUX.1: Fill) or instruct companion by its name."""
     other_stem = Path(other).stem.lower()
     rest = other_stem.removeprefix(stem.lower())
-    return rest != other_stem and re.fullmatch(r"[-_. ]?(inpainting|inpaint|instruct|pix2pix)", rest) is not None
+    return rest != other_stem and re.fullmatch(r"[-_. ]?(inpainting|inpaint|fill|instruct|pix2pix)", rest) is not None

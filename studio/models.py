@@ -49,6 +49,19 @@ def _pipeline_class(name: str):
     return getattr(diffusers, name)
 
 
+def _derive(cls, base, overrides: dict):
+    """A task pipeline of class `cls` on `base`'s modules, with `overrides` in place of some."""
+    if not any(getattr(module, "is_quantized", False) for module in base.components.values()):
+        # dtype= is needed: without it from_pipe upcasts the shared modules to fp32 (diffusers #12754).
+        return cls.from_pipe(base, dtype=base.dtype, **overrides)
+    # from_pipe casts every module to one dtype, which a quantized (GGUF) transformer refuses: the
+    # same pipeline made directly from the modules and the base's settings.
+    expected, optional = cls._get_signature_keys(cls)
+    kwargs = {name: module for name, module in base.components.items() if name in expected}
+    kwargs |= {name: base.config[name] for name in optional if name in base.config}
+    return cls(**(kwargs | overrides))
+
+
 def resolve_ref(preset: Preset, ref: str, models_dir: Path) -> str:
     """A preset's model reference as a hub id or a folder; `./x` means `<models_dir>/x`."""
     if ref.startswith("./"):
@@ -319,8 +332,7 @@ class ModelManager:
             if key not in self._task_pipes:
                 variant = spec.variant_role is not None and spec.variant_role in roles
                 cls = _pipeline_class(self.family.pipeline_class(task, variant))
-                # dtype= is needed: without it from_pipe upcasts the shared modules to fp32 (diffusers #12754).
-                pipe = cls.from_pipe(base, dtype=base.dtype, **overrides)
+                pipe = _derive(cls, base, overrides)
                 pipe.set_progress_bar_config(disable=True)
                 self._task_pipes[key] = pipe
             pipe = self._task_pipes[key]
