@@ -245,3 +245,35 @@ def test_log_in_through_the_page_then_generate_behind_the_guard(browser, logins_
     assert image.evaluate("img => img.naturalWidth") == 128
     assert refused == []  # nothing the page asked for, before or after the login, was refused
     context.close()
+
+
+def test_picking_flux_fits_the_page_to_its_family_and_generates(page):
+    """FLUX.1 has no negative prompt, no CFG (a distilled guidance instead) and no Clip skip: the
+    page hides them when the model is picked, and shows them again for an SD model."""
+    def slider(label):
+        return page.get_by_role("slider", name=f"range slider for {label}")
+
+    negative, clip_skip = page.locator("#txt2img-negative"), slider("Clip skip")
+    expect(negative).to_be_visible()
+    expect(clip_skip).to_be_visible()
+    picker = page.locator("#model-picker input")
+    picker.fill("tiny-flux")
+    page.get_by_role("option", name="tiny-flux", exact=True).click()
+    expect(negative).to_be_hidden()
+    expect(clip_skip).to_be_hidden()
+    expect(slider("CFG scale")).to_have_count(0)
+    expect(slider("Distilled CFG Scale").first).to_be_visible()
+    page.get_by_role("tab", name="Instruct").click()
+    expect(slider("Image CFG scale")).to_be_hidden()
+    page.get_by_role("tab", name="Text to Image").click()
+    page.locator("#txt2img-prompt textarea").fill("a lighthouse at night")
+    page.locator("#txt2img-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-info textarea').value.includes('Distilled CFG Scale: 3.5')",
+        timeout=60_000)
+    info = page.locator("#txt2img-info textarea").input_value()
+    assert "Sampler: Euler," in info and "Negative prompt" not in info and "Model: ./tiny/flux/base" in info
+    picker.fill("tiny")
+    page.get_by_role("option", name="tiny", exact=True).click()
+    expect(negative).to_be_visible()
+    expect(slider("CFG scale").first).to_be_visible()
