@@ -51,6 +51,14 @@ def test_same_seed_same_pixels_as_the_local_backend_with_progress_on_the_way(ray
     assert len(ray_studio.history.page("session:ray", 0, 10)) == 2
 
 
+def test_flux_on_a_replica_gives_the_local_pixels_with_its_lora(ray_studio, studio):
+    request = Txt2ImgRequest(prompt="a lighthouse", steps=3, width=64, height=64, seed=9, sampler="Euler",
+                             guidance_scale=3.5, batch_size=2, loras=(("tiny-flux-kohya", 0.7),))
+    remote, local = ray_studio.generate(request, preset="tiny-flux"), studio.generate(request, preset="tiny-flux")
+    assert all(np.array_equal(a, b) for a, b in zip(pixels(remote), pixels(local), strict=True))
+    assert remote.infotexts == local.infotexts and "Distilled CFG Scale: 3.5" in remote.infotexts[0]
+
+
 def test_an_inpaint_keeps_every_pixel_outside_its_mask_on_a_replica(ray_studio, studio):
     photo = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     mask = Image.new("L", photo.size, 0)

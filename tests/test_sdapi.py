@@ -5,6 +5,7 @@ send beyond it."""
 import base64
 import dataclasses
 import io
+import json
 import threading
 import time
 
@@ -278,3 +279,25 @@ def test_the_pages_login_cookie_is_accepted_too(private_api):
     session = requests.Session()
     assert session.post(f"{private_api}/login", data={"username": "bob", "password": "pw-bob"}).status_code == 200
     assert session.get(f"{private_api}/sdapi/v1/options").status_code == 200
+
+
+def test_flux_through_the_api_with_forges_fields(api_url):
+    """A FLUX.1 model named in override_settings: Forge's distilled_cfg_scale and Beta schedule are
+    read, cfg_scale and the negative prompt do nothing (FLUX.1-dev has neither), and sd-models lists it."""
+    models = requests.get(f"{api_url}/sdapi/v1/sd-models", timeout=30).json()
+    assert "tiny-flux" in [model["model_name"] for model in models]
+    payload = {"prompt": "a lighthouse", "negative_prompt": "fog", "steps": 2, "width": 64, "height": 64, "seed": 4,
+               "sampler_name": "Euler", "scheduler": "beta", "cfg_scale": 7, "distilled_cfg_scale": 2.5,
+               "override_settings": {"sd_model_checkpoint": "tiny-flux"}}
+    answer = requests.post(f"{api_url}/sdapi/v1/txt2img", json=payload, timeout=120).json()
+    info = json.loads(answer["info"])
+    text = info["infotexts"][0]
+    assert "Sampler: Euler Beta, CFG scale: 1, Distilled CFG Scale: 2.5," in text and "Negative prompt" not in text
+    assert decoded(answer["images"][0]).size == (64, 64)
+    assert any("no negative prompt" in note for note in info["notes"])
+    assert (info["cfg_scale"], info["distilled_cfg_scale"]) == (1.0, 2.5)
+    again = requests.post(f"{api_url}/sdapi/v1/txt2img", json={**payload, "cfg_scale": 3, "negative_prompt": ""},
+                          timeout=120).json()
+    assert pixels(decoded(again["images"][0])).tolist() == pixels(decoded(answer["images"][0])).tolist()
+    bad = requests.post(f"{api_url}/sdapi/v1/txt2img", json={**payload, "sampler_name": "DPM++ 2M Karras"}, timeout=60)
+    assert bad.status_code == 422 and "Choose one of: Euler" in bad.json()["detail"]

@@ -253,6 +253,8 @@ def info_json(result, request, payload: dict, model_title: str) -> str:
         "job_timestamp": "", "clip_skip": request.clip_skip, "is_using_inpainting_conditioning": False,
         "notes": result.notes, "interrupted": result.stopped,
     }
+    if "Distilled CFG Scale" in params:  # as Forge reports FLUX.1-dev's: no real CFG, the distilled value
+        info |= {"cfg_scale": 1.0, "distilled_cfg_scale": float(params["Distilled CFG Scale"])}
     return json.dumps(info)
 
 
