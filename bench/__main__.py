@@ -63,11 +63,12 @@ def bench_overhead(studio, args) -> None:
     """Studio end to end (request -> saved PNG with metadata) vs the raw diffusers call."""
     from studio.requests import Txt2ImgRequest
 
-    request = Txt2ImgRequest(prompt="a lighthouse", steps=args.steps, width=args.size, height=args.size, seed=1,
-                             sampler="Euler a")
     manager = studio.manager()
+    sampler = manager.preset.defaults.sampler
+    request = Txt2ImgRequest(prompt="a lighthouse", steps=args.steps, width=args.size, height=args.size, seed=1,
+                             sampler=sampler, guidance_scale=manager.preset.defaults.guidance_scale)
     raw_times, studio_times = [], []
-    with manager.pipeline("txt2img", "Euler a") as pipe:
+    with manager.pipeline("txt2img", sampler) as pipe:
         def raw():
             pipe(prompt=request.prompt, num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
                  width=request.width, height=request.height, generator=manager.generator(1))
@@ -76,7 +77,7 @@ def bench_overhead(studio, args) -> None:
     studio.generate(request)
 
     def raw_run():
-        with manager.pipeline("txt2img", "Euler a"):
+        with manager.pipeline("txt2img", sampler):
             raw_times.append(median_time(raw, 1, warmup=0))
 
     def studio_run():
@@ -100,11 +101,11 @@ def bench_task_switch(studio, args) -> None:
 
     from studio.requests import Img2ImgRequest, Txt2ImgRequest
 
-    size = args.size
-    txt = Txt2ImgRequest(prompt="a lighthouse", steps=args.steps, width=size, height=size, seed=1)
-    img = Img2ImgRequest(prompt="a lighthouse", steps=args.steps, strength=1.0, seed=1,
+    size, manager = args.size, studio.manager()
+    sampler = manager.preset.defaults.sampler
+    txt = Txt2ImgRequest(prompt="a lighthouse", steps=args.steps, width=size, height=size, seed=1, sampler=sampler)
+    img = Img2ImgRequest(prompt="a lighthouse", steps=args.steps, strength=1.0, seed=1, sampler=sampler,
                          image=Image.new("RGB", (size, size), (90, 120, 200)))
-    manager = studio.manager()
     studio.generate(img)  # warm-up
     firsts, warms, loaded = [], [], 0
     for _ in range(args.runs):
@@ -125,9 +126,8 @@ def bench_lora_swaps(studio, args) -> None:
     """Switching LoRA sets in the manager vs reloading the base pipeline from disk."""
     import diffusers
 
-    from studio.tasks import TASKS
-
     manager = studio.manager()
+    sampler = manager.preset.defaults.sampler
     base_folder = manager.resolve("base")
     names = manager.loras.names()[:2]
     if not names:
@@ -136,7 +136,7 @@ def bench_lora_swaps(studio, args) -> None:
     set_a, set_b = ((names[0], 0.8),), ((names[1], 0.6),) if len(names) > 1 else ((names[0], 0.3),)
 
     def activate(loras):
-        with manager.pipeline("txt2img", "Euler a", loras=loras):
+        with manager.pipeline("txt2img", sampler, loras=loras):
             pass
 
     activate(())  # the base is loaded and warm: only the LoRA counts below
@@ -150,11 +150,10 @@ def bench_lora_swaps(studio, args) -> None:
         count["swaps"] += 1
         activate(set_a if count["swaps"] % 2 else set_b)
 
-    base_class = getattr(diffusers, TASKS["txt2img"].pipelines[manager.preset.family])
-    no_checker = {"safety_checker": None, "requires_safety_checker": False} if manager.preset.family == "sd" else {}
+    base_class = getattr(diffusers, manager.family.pipeline_class("txt2img", variant_loaded=False))
 
     def reload():
-        base_class.from_pretrained(base_folder, dtype=manager.dtype, **no_checker)
+        base_class.from_pretrained(base_folder, dtype=manager.dtype, **manager.family.base_load_kwargs)
 
     reload()  # warm-up: imports and the page cache
     swap_times, reload_times = [], []
@@ -177,7 +176,7 @@ def bench_lora_leak(args) -> None:
 
     def swaps(count):
         for i in range(count):
-            with manager.pipeline("txt2img", "Euler a", loras=((names[i % len(names)], 1.0),)):
+            with manager.pipeline("txt2img", manager.preset.defaults.sampler, loras=((names[i % len(names)], 1.0),)):
                 pass
 
     swaps(20)  # warm-up: allocator and caches settle

@@ -40,12 +40,14 @@ def studio_side(preset: str, device: str, outputs: str):
 
     studio = Studio(Settings.from_env(preset=preset, device=device, outputs_dir=outputs))
     image, mask = Image.new("RGB", (64, 64), (100, 150, 200)), Image.new("L", (64, 64), 255)
+    small = SMALL | {"sampler": studio.default_preset.defaults.sampler}
     for request in (
-        Txt2ImgRequest(**SMALL, width=64, height=64),
-        Img2ImgRequest(**SMALL, image=image, strength=1.0),
-        InpaintRequest(**SMALL, image=image, mask=mask),
-        InstructRequest(**SMALL, image=image),
-        ControlRequest(**SMALL, width=64, height=64, control_image=image),
+        Txt2ImgRequest(**small, width=64, height=64),
+        Img2ImgRequest(**small, image=image, strength=1.0),
+        InpaintRequest(**small, image=image, mask=mask),
+        InstructRequest(**small, image=image),
+        ControlRequest(**small, width=64, height=64, control_image=image,
+                       control_mode=control_mode(studio.default_preset)),
     ):
         studio.generate(request)
     manager = studio.manager()
@@ -65,27 +67,39 @@ def naive_side(preset: str, device: str):
     settings = Settings.from_env(preset=preset, device=device)
     manager = ModelManager(load_preset(preset, settings.presets_dir), settings)  # only to resolve folders
     base, (dev, dtype) = manager.resolve("base"), pick_device(device, settings.dtype)
-    family = manager.preset.family
-    from studio.tasks import TASKS
+    family, mode = manager.family, control_mode(manager.preset)
 
-    pipeline = {task: getattr(diffusers, spec.pipelines[family]).from_pretrained for task, spec in TASKS.items()}
-    load = {"dtype": dtype, **({"safety_checker": None, "requires_safety_checker": False} if family == "sd" else {})}
-    unet = diffusers.UNet2DConditionModel.from_pretrained
+    def pipeline(task: str):
+        variant = task in ("inpaint", "instruct")
+        return getattr(diffusers, family.pipeline_class(task, variant)).from_pretrained
+
+    load = {"dtype": dtype, **family.base_load_kwargs}
+    denoiser = getattr(diffusers, family.denoiser_class).from_pretrained
+
+    def variant(role: str) -> dict:
+        return {family.denoiser: denoiser(manager.resolve(role), subfolder=family.denoiser, dtype=dtype)}
+
     image, mask = Image.new("RGB", (64, 64), (100, 150, 200)), Image.new("L", (64, 64), 255)
+    controlnet = getattr(diffusers, family.control_class).from_pretrained(manager.resolve(f"control.{mode}"),
+                                                                          dtype=dtype)
     pipes = [
-        (pipeline["txt2img"](base, **load), {"width": 64, "height": 64}),
-        (pipeline["img2img"](base, **load), {"image": image}),
-        (pipeline["inpaint"](base, unet=unet(manager.resolve("inpaint"), subfolder="unet", dtype=dtype), **load),
-         {"image": image, "mask_image": mask}),
-        (pipeline["instruct"](base, unet=unet(manager.resolve("instruct"), subfolder="unet", dtype=dtype), **load),
-         {"image": image}),
-        (pipeline["control"](base, controlnet=diffusers.ControlNetModel.from_pretrained(
-            manager.resolve("control.scribble"), dtype=dtype), **load), {"image": image, "width": 64, "height": 64}),
+        ("txt2img", pipeline("txt2img")(base, **load), {"width": 64, "height": 64}),
+        ("img2img", pipeline("img2img")(base, **load), {"image": image}),
+        ("inpaint", pipeline("inpaint")(base, **variant("inpaint"), **load), {"image": image, "mask_image": mask}),
+        ("instruct", pipeline("instruct")(base, **variant("instruct"), **load), {"image": image}),
+        ("control", pipeline("control")(base, controlnet=controlnet, **load),
+         {"image": image, "width": 64, "height": 64}),
     ]
-    for pipe, inputs in pipes:
+    for task, pipe, inputs in pipes:
         pipe.to(dev).set_progress_bar_config(disable=True)
-        pipe(prompt=SMALL["prompt"], num_inference_steps=SMALL["steps"], generator=torch.manual_seed(1), **inputs)
-    return [m for pipe, _ in pipes for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+        pipe(prompt=SMALL["prompt"], num_inference_steps=SMALL["steps"], generator=torch.manual_seed(1),
+             **family.task_inputs(task, inputs, pipe, mode))
+    return [m for _, pipe, _ in pipes for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+
+
+def control_mode(preset) -> str:
+    """The first control mode the preset has a ControlNet for."""
+    return next(role.removeprefix("control.") for role in preset.models if role.startswith("control."))
 
 
 def main() -> None:
@@ -95,7 +109,7 @@ def main() -> None:
     from studio import tiny
     from studio.settings import Settings
 
-    if preset == "tiny":
+    if preset.startswith("tiny"):
         tiny.ensure_built(Settings.from_env().models_dir / "tiny")
     before = rss_mb()
     with tempfile.TemporaryDirectory() as outputs:

@@ -59,8 +59,8 @@ def build(models_dir: Path) -> Path:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from studio.checkpoints import config_folder
-    from studio.presets import CONFIGS_DIR
     from studio.families.sd_export import export_checkpoint
+    from studio.presets import CONFIGS_DIR
 
     root = shaped_root(models_dir)
     marker = root / "built.json"

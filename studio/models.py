@@ -308,9 +308,9 @@ class ModelManager:
 
     @contextmanager
     def pipeline(self, task: str, sampler: str, control_mode: str | None = None,
-                 loras: tuple[tuple[str, float], ...] = (), vae: str = "") -> Iterator:
+                 loras: tuple[tuple[str, float], ...] = (), vae: str = "", step_cache: str = "") -> Iterator:
         """Lend a pipeline for `task` that shares the base weights, has its own scheduler and has
-        exactly `loras` active; none stays active after the block.
+        exactly `loras` active (and the `step_cache` hooks, when named); none stays after the block.
 
         The task's spec (its module under studio/tasks/) names its pipeline class and the models it adds to
         the base: inpaint the preset's inpaint UNet when it has one (else the base UNet, which
@@ -341,8 +341,23 @@ class ModelManager:
             if sampler not in self._schedulers:
                 self._schedulers[sampler] = make_scheduler(sampler, base.scheduler.config, self.family.samplers)
             pipe.scheduler = copy.deepcopy(self._schedulers[sampler])
-            with self.adapters.applied(pipe, loras), self._vae_swapped(pipe, vae), self._offloaded(pipe):
+            with self.adapters.applied(pipe, loras), self._vae_swapped(pipe, vae), self._offloaded(pipe), \
+                    self._step_cached(pipe, step_cache):
                 yield pipe
+
+    @contextmanager
+    def _step_cached(self, pipe, name: str) -> Iterator:
+        """diffusers' cache hooks on the denoiser for this lend only: off again after it, which gives
+        back the uncached outputs bit for bit (tested)."""
+        if not name:
+            yield
+            return
+        denoiser = getattr(pipe, self.family.denoiser)
+        denoiser.enable_cache(self.family.step_cache(name))
+        try:
+            yield
+        finally:
+            denoiser.disable_cache()
 
     @contextmanager
     def _vae_swapped(self, pipe, vae: str) -> Iterator:
@@ -359,7 +374,8 @@ class ModelManager:
 
     def encode_prompts(self, pipe, request) -> Encoded:
         """`request`'s prompts as `pipe`'s keyword arguments, with the studio's prompt syntax."""
-        return self.family.encode_prompts(pipe, request, self.user_models.embeddings, self.prompt_syntax)
+        return self.family.encode_prompts(pipe, request, self.user_models.embeddings, self.prompt_syntax,
+                                          self.preset.capabilities)
 
     @contextmanager
     def _offloaded(self, pipe) -> Iterator:

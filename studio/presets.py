@@ -31,6 +31,7 @@ _SCHEMA: dict = {
     "description": str,
     "family": str,
     "guidance": str,  # overrides the family's guidance kind (FLUX.1-schnell: "none")
+    "max_prompt_tokens": int,  # overrides the family's (FLUX.1-schnell's T5 reads 256)
     "licence": str,  # shown in the model picker's description (FLUX.1-dev: non-commercial)
     "build": str,
     "variant": str,
@@ -110,6 +111,7 @@ class Preset:
     # of the family preset it was derived from.
     components_from: str | None = None
     guidance: str | None = None  # None: the family's kind
+    max_prompt_tokens: int | None = None  # None: the family's
     licence: str = ""
 
     @property
@@ -123,7 +125,9 @@ class Preset:
     @property
     def capabilities(self) -> Capabilities:
         caps = self.family_spec.capabilities
-        return replace(caps, guidance=self.guidance) if self.guidance else caps
+        if self.guidance:
+            caps = replace(caps, guidance=self.guidance)
+        return replace(caps, prompt_tokens=self.max_prompt_tokens) if self.max_prompt_tokens else caps
 
     def model(self, role: str) -> str | None:
         """The hub id or folder for `role`, or None when this preset has no model for it."""
@@ -214,6 +218,7 @@ def parse_preset(path: Path) -> Preset:
         model_cache_mb=data.get("model_cache_mb", 0),
         checkpoint_config=data.get("checkpoint_config"),
         guidance=data.get("guidance"),
+        max_prompt_tokens=data.get("max_prompt_tokens"),
         licence=data.get("licence", ""),
     )
     _check_defaults_within_limits(preset, path)

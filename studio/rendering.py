@@ -165,7 +165,8 @@ def _run_pass(manager: ModelManager, request: GenerationRequest, task: str, cont
               told: _Told):
     """One pipeline call per batch, with batch k's own inputs; (images, stopped, memory)."""
     images: list[Image.Image] = []
-    with manager.pipeline(task, request.sampler, control_mode, request.loras, request.vae) as pipe:
+    with manager.pipeline(task, request.sampler, control_mode, request.loras, request.vae,
+                          request.step_cache) as pipe:
         # Encoded inside the lend: the request's LoRAs on the text encoder apply.
         encoded = manager.encode_prompts(pipe, request)
         told.add(encoded)

@@ -204,3 +204,22 @@ def test_plain_prompts_match_diffusers_and_weights_reach_t5_only(studio):
 def test_batch_rows_share_the_prompt(studio):
     result = txt2img(studio, batch_size=3, seed=11)
     assert len(result.images) == 3 and len({pixels(image).tobytes() for image in result.images}) == 3
+
+
+# --- the speed option: diffusers' cache hooks ----------------------------------------------------
+
+@pytest.mark.parametrize("cache", ["first-block", "taylorseer"])
+def test_a_step_cache_is_written_to_the_infotext_and_leaves_no_trace(studio, fresh, cache):
+    cached = txt2img(studio, step_cache=cache, steps=6)
+    assert f"Step cache: {cache}" in cached.infotexts[0] and cached.images[0].size == (64, 64)
+    assert np.array_equal(pixels(txt2img(studio).images[0]), fresh)  # off again: the exact image
+    with pytest.raises(RequestError, match="This model takes no step cache \\('first-block'\\): leave Step cache off"):
+        studio.generate(Txt2ImgRequest(prompt="x", steps=2, step_cache="first-block"), preset="tiny")
+
+
+def test_forges_flux_infotext_fills_the_settings():
+    from studio.requests import txt2img_settings_from_infotext
+
+    text = "a fox\nSteps: 20, Sampler: Euler, Schedule type: Beta, CFG scale: 1, Distilled CFG Scale: 3.5, Seed: 1"
+    settings = txt2img_settings_from_infotext(text)
+    assert (settings["sampler"], settings["guidance_scale"]) == ("Euler Beta", 3.5)

@@ -29,6 +29,7 @@ class Capabilities:
     image_guidance: bool = True  # Instruct's "Image CFG scale" (InstructPix2Pix); Kontext has none
     samplers: tuple[str, ...] = ()
     prompt_tokens: int | None = None  # the most tokens read; None: any length (A1111's chunks)
+    step_caches: tuple[str, ...] = ()  # diffusers' cache hooks the denoiser takes (Family.step_cache)
 
 
 @dataclass
@@ -109,6 +110,10 @@ class Family:
         """The task's pipeline keyword arguments as this family's pipeline (`pipe`) takes them."""
         return inputs
 
+    def step_cache(self, name: str):
+        """The diffusers cache config of a step cache named in Capabilities.step_caches."""
+        raise NotImplementedError
+
     def call_kwargs(self, request) -> dict:
         """Guidance and the like, for every pipeline call of `request` (they may override
         `num_images_per_prompt`, which is the batch size unless the family says otherwise)."""
@@ -116,9 +121,9 @@ class Family:
 
     # --- prompts, LoRAs, embeddings ------------------------------------------------------------
 
-    def encode_prompts(self, pipe, request, embeddings, syntax: str) -> Encoded:
+    def encode_prompts(self, pipe, request, embeddings, syntax: str, caps: Capabilities) -> Encoded:
         """`request`'s prompts as `pipe`'s keyword arguments (one row per image of a batch), with
-        the embeddings library and the prompt syntax ("a1111" or "plain")."""
+        the embeddings library, the prompt syntax ("a1111" or "plain") and the preset's `caps`."""
         raise NotImplementedError
 
     def lora_base_model_matches(self, base_model: str) -> bool:

@@ -28,7 +28,8 @@ class Flux(Family):
     title = "FLUX.1"
     capabilities = Capabilities(negative_prompt=False, guidance="distilled", guidance_label="Distilled CFG Scale",
                                 guidance_range=(0.0, 30.0), clip_skip=False, image_guidance=False,
-                                samplers=tuple(FLOW_SAMPLERS), prompt_tokens=512)
+                                samplers=tuple(FLOW_SAMPLERS), prompt_tokens=512,
+                                step_caches=("first-block", "taylorseer"))
     # taef1's latent_rgb_factors as ComfyUI uses them for FLUX.1's approximate previews.
     latent = LatentFormat(16, (
         (-0.0346, 0.0244, 0.0681), (0.0034, 0.0210, 0.0687), (0.0275, -0.0668, -0.0433), (-0.0174, 0.0160, 0.0617),
@@ -74,13 +75,20 @@ class Flux(Family):
         # The prompt embeddings come one row per image (FluxPipeline does not repeat given ones).
         return {"guidance_scale": request.guidance_scale, "num_images_per_prompt": 1}
 
-    def encode_prompts(self, pipe, request, embeddings, syntax: str):
+    def encode_prompts(self, pipe, request, embeddings, syntax: str, caps):
         from studio.families.flux_prompts import encode_flux_prompt
 
         found = embeddings.find(f"{request.prompt}\n{request.negative_prompt}") if embeddings is not None else []
-        tokens = self.capabilities.prompt_tokens
         return encode_flux_prompt(pipe, request.prompt, request.negative_prompt, request.clip_skip,
-                                  request.batch_size, tokens, found, syntax)
+                                  request.batch_size, caps.prompt_tokens, found, syntax)
+
+    def step_cache(self, name: str):
+        import diffusers
+
+        # diffusers' defaults: First Block Cache reuses the other blocks' output while the first
+        # block's changes by under 5%; TaylorSeer forecasts features between full steps.
+        return {"first-block": lambda: diffusers.FirstBlockCacheConfig(threshold=0.05),
+                "taylorseer": lambda: diffusers.TaylorSeerCacheConfig()}[name]()
 
     def lora_base_model_matches(self, base_model: str) -> bool:
         return "flux" in base_model.lower()

@@ -21,7 +21,7 @@ class UNetFamily(Family):
     variant_channels = {"inpaint": 9, "instruct": 8}
     samplers = DIFFUSION_SAMPLERS
 
-    def encode_prompts(self, pipe, request, embeddings, syntax: str):
+    def encode_prompts(self, pipe, request, embeddings, syntax: str, caps):
         from studio.families import clip_prompts
 
         prompt, negative, clip_skip = request.prompt, request.negative_prompt, request.clip_skip

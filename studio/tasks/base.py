@@ -80,6 +80,9 @@ class GenerationRequest:
     loras: tuple[tuple[str, float], ...] = ()
     clip_skip: int = 1  # A1111's: 2 reads the text encoder's next-to-last layer
     vae: str = ""  # a file of the VAE folder to decode with; "" = the model's own
+    # diffusers' cache hooks (FLUX.1: "first-block", "taylorseer"): fewer full denoiser passes, an
+    # approximate image; "" = off, the exact image.
+    step_cache: str = ""
 
     task = "txt2img"
 
@@ -114,6 +117,10 @@ class GenerationRequest:
             check_text(label, text)
             parse_weighted(text)  # weights out of range, or brackets nested too deep, say so here
         check_text("VAE", self.vae)
+        if self.step_cache and self.step_cache not in caps.step_caches:
+            if not caps.step_caches:
+                raise RequestError(f"This model takes no step cache ({self.step_cache!r}): leave Step cache off.")
+            raise RequestError(f"Unknown step cache {self.step_cache!r}. Choose one of: {', '.join(caps.step_caches)}.")
         for name, _ in self.loras:
             check_text("LoRA name", name)
 
@@ -149,6 +156,8 @@ class GenerationRequest:
             params.pop("Image CFG scale", None)
         if self.clip_skip != 1 and caps.clip_skip:
             params["Clip skip"] = self.clip_skip
+        if self.step_cache:  # it changes the image: written, so the text reproduces it
+            params["Step cache"] = self.step_cache
         if steps_run is not None and steps_run != self.steps:
             params["Steps run"] = steps_run  # img2img/inpaint run round(steps x strength) of them
         params.update(extra or {})

@@ -92,6 +92,8 @@ def txt2img_settings_from_infotext(text: str) -> dict:
             settings["steps"] = int(params["Steps"])
         if "CFG scale" in params:
             settings["guidance_scale"] = float(params["CFG scale"])
+        if "Distilled CFG Scale" in params:  # Forge's FLUX.1-dev guidance (its CFG scale is 1)
+            settings["guidance_scale"] = float(params["Distilled CFG Scale"])
         if "Seed" in params:
             settings["seed"] = int(params["Seed"])
         if "Size" in params:
@@ -109,8 +111,10 @@ def txt2img_settings_from_infotext(text: str) -> dict:
         raise RequestError(f"These Hires. fix parameters could not be read: {exc}") from None
     if "Sampler" in params:
         sampler = params["Sampler"]
-        # A1111 1.8+ writes the Karras schedule separately: "Sampler: DPM++ 2M, Schedule type: Karras".
-        if params.get("Schedule type") == "Karras" and f"{sampler} Karras" in SAMPLER_NAMES:
-            sampler = f"{sampler} Karras"
+        # A1111 1.8+ writes the schedule separately: "Sampler: DPM++ 2M, Schedule type: Karras" (Forge's
+        # FLUX.1 images: "Euler, Schedule type: Beta").
+        schedule = params.get("Schedule type", "")
+        if schedule in ("Karras", "Beta") and f"{sampler} {schedule}" in SAMPLER_NAMES:
+            sampler = f"{sampler} {schedule}"
         settings["sampler"] = sampler
     return settings

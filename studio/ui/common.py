@@ -62,6 +62,7 @@ class Sampling:
     batch_size: gr.Slider
     reuse_seed: gr.Button  # ♻️: the seed of the image shown in the results panel
     loras: gr.Textbox  # "name:weight, ..." kept by the LoRA picker; the API's `loras` argument
+    step_cache: gr.Dropdown  # diffusers' cache hooks, where the family has them (FLUX.1)
 
 
 @dataclass
@@ -137,11 +138,15 @@ def sampling_controls(studio, preset_box, defaults: Defaults, caps: Limits, batc
         random_seed = gr.Button("🎲", scale=0, min_width=48)
         reuse_seed = gr.Button("♻️", scale=0, min_width=48)
     random_seed.click(lambda: -1, outputs=seed, api_visibility="private", queue=False)
+    step_cache = gr.Dropdown([NO_STEP_CACHE, *family.step_caches], value=NO_STEP_CACHE, label="Step cache",
+                             info="faster, approximate: skips denoiser work between similar steps",
+                             visible=bool(family.step_caches))
     loras = lora_picker(studio, preset_box)
-    return Sampling(sampler, steps, guidance, seed, batch_count, batch_size, reuse_seed, loras)
+    return Sampling(sampler, steps, guidance, seed, batch_count, batch_size, reuse_seed, loras, step_cache)
 
 
 LORA_SLOTS = 4
+NO_STEP_CACHE = "off"
 
 
 def lora_picker(studio, preset_box) -> gr.Textbox:
@@ -239,12 +244,13 @@ def run_safely(work):
 
 
 def shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size, batch_count,
-                    loras, vae="", clip_skip=1) -> dict:
+                    loras, vae="", clip_skip=1, step_cache="") -> dict:
     """The request fields every tab shares, from the values the page or an API call sends."""
     return dict(prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps,
                 guidance_scale=guidance_scale, seed=-1 if seed is None else seed, sampler=sampler,
                 batch_size=batch_size, batch_count=batch_count, loras=tuple(parse_lora_list(loras)),
-                vae="" if vae in (None, OWN_VAE) else vae, clip_skip=1 if clip_skip is None else clip_skip)
+                vae="" if vae in (None, OWN_VAE) else vae, clip_skip=1 if clip_skip is None else clip_skip,
+                step_cache="" if step_cache in (None, NO_STEP_CACHE) else step_cache)
 
 
 def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: gr.Request | None,
@@ -303,7 +309,8 @@ def shared_inputs(row: PromptRow, sampling: Sampling, header: Header) -> dict:
     return {"prompt": row.prompt, "negative_prompt": row.negative, "steps": sampling.steps,
             "guidance_scale": sampling.guidance, "seed": sampling.seed, "sampler": sampling.sampler,
             "batch_size": sampling.batch_size, "batch_count": sampling.batch_count, "loras": sampling.loras,
-            "preset": header.preset, "vae": header.vae, "clip_skip": header.clip_skip}
+            "preset": header.preset, "vae": header.vae, "clip_skip": header.clip_skip,
+            "step_cache": sampling.step_cache}
 
 
 def inputs_of(fn, components: dict) -> list:
@@ -366,7 +373,9 @@ def fit_to_preset(studio, preset_box: gr.Dropdown, sampling: Sampling, size: tup
         result = [slider(d.sampler, choices=list(caps.samplers)), slider(d.steps, lim.max_steps),
                   slider(d.guidance_scale, high, minimum=low, label=caps.guidance_label,
                          visible=caps.guidance != "none"),
-                  slider(1, lim.max_batch_count), slider(1, lim.max_batch_size)]
+                  slider(1, lim.max_batch_count), slider(1, lim.max_batch_size),
+                  gr.update(choices=[NO_STEP_CACHE, *caps.step_caches], value=NO_STEP_CACHE,
+                            visible=bool(caps.step_caches))]
         if size is not None:
             result += [slider(d.width, lim.max_width, step=lim.size_multiple),
                        slider(d.height, lim.max_height, step=lim.size_multiple)]
@@ -377,7 +386,8 @@ def fit_to_preset(studio, preset_box: gr.Dropdown, sampling: Sampling, size: tup
             result.append(gr.update(visible=caps.image_guidance))
         return tuple(result)
 
-    outputs = [sampling.sampler, sampling.steps, sampling.guidance, sampling.batch_count, sampling.batch_size]
+    outputs = [sampling.sampler, sampling.steps, sampling.guidance, sampling.batch_count, sampling.batch_size,
+               sampling.step_cache]
     outputs += list(size or ())
     outputs += [row.negative, row.note] if row is not None else []
     outputs += [image_guidance] if image_guidance is not None else []

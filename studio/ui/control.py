@@ -136,7 +136,7 @@ def create_tab(studio, header, jobs, caps):
 
     def control(control_image, prompt, negative_prompt="", control_mode="scribble", conditioning_scale=1.0,
                 guidance_start=0.0, guidance_end=1.0, steps=20, guidance_scale=7.0, width=512, height=512, seed=-1,
-                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
+                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1, step_cache="",
                 request: gr.Request = None,
                 progress=gr.Progress()):
         """`control_image`: the map itself (white scribble on black, or an OpenPose skeleton)."""
@@ -144,7 +144,7 @@ def create_tab(studio, header, jobs, caps):
             control_image=control_image, control_mode=control_mode, conditioning_scale=conditioning_scale,
             guidance_start=guidance_start, guidance_end=guidance_end, width=width, height=height,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras, vae, clip_skip),
+                              batch_count, loras, vae, clip_skip, step_cache),
         ), preset, request, progress)
 
     own = {"control_image": control_map, "control_mode": mode, "conditioning_scale": weight, "guidance_start": start,

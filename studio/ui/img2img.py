@@ -41,11 +41,11 @@ def create_tab(studio, header, jobs, caps):
 
     def img2img(image, prompt, negative_prompt, strength, steps, guidance_scale, seed, sampler, batch_size=1,
                 batch_count=1, resize_mode="Keep size", width=512, height=512, loras="", preset=None,
-                vae="", clip_skip=1, request: gr.Request = None, progress=gr.Progress()):
+                vae="", clip_skip=1, step_cache="", request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Img2ImgRequest(
             image=image, strength=strength, resize_mode=resize_mode, width=width, height=height,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras, vae, clip_skip),
+                              batch_count, loras, vae, clip_skip, step_cache),
         ), preset, request, progress)
 
     own = {"image": image, "strength": strength, "resize_mode": resize_mode, "width": width, "height": height}

@@ -56,7 +56,7 @@ def create_inpaint_tab(studio, header, jobs, caps):
 
     def inpaint(image, prompt, negative_prompt, mask=None, invert_mask=False, mask_blur=4,
                 inpaint_area="Whole picture", padding=32, strength=1.0, steps=20, guidance_scale=7.0, seed=-1,
-                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
+                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1, step_cache="",
                 request: gr.Request = None,
                 progress=gr.Progress()):
         """`image`: the editor value (background + painted layers) or a plain image with `mask`."""
@@ -67,7 +67,7 @@ def create_inpaint_tab(studio, header, jobs, caps):
             mask=mask if mask is not None else painted, invert_mask=invert_mask, mask_blur=mask_blur,
             inpaint_area=inpaint_area, padding=padding, strength=strength,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras, vae, clip_skip),
+                              batch_count, loras, vae, clip_skip, step_cache),
         ), preset, request, progress)
 
     own = {"image": editor, "mask": mask_upload, "invert_mask": invert, "mask_blur": mask_blur, "inpaint_area": area,
@@ -99,12 +99,12 @@ def create_outpaint_tab(studio, header, jobs, caps):
 
     def outpaint(image, prompt, negative_prompt, left=0, right=128, up=0, down=0, fill="Edge colours", mask_blur=8,
                  steps=20, guidance_scale=7.0, seed=-1, sampler="Euler a", batch_size=1, batch_count=1, loras="",
-                 preset=None, vae="", clip_skip=1,
+                 preset=None, vae="", clip_skip=1, step_cache="",
                 request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: OutpaintRequest(
             image=image, left=left, right=right, up=up, down=down, fill=fill, mask_blur=mask_blur,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras, vae, clip_skip),
+                              batch_count, loras, vae, clip_skip, step_cache),
         ), preset, request, progress)
 
     own = {"image": image, **dict(zip(("left", "right", "up", "down"), margins)), "fill": fill, "mask_blur": mask_blur}

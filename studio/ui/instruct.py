@@ -36,13 +36,13 @@ def create_tab(studio, header, jobs, caps):
                 results = results_panel("instruct", sampling)
 
     def instruct(image, prompt, negative_prompt="", image_guidance_scale=1.5, steps=20, guidance_scale=7.0, seed=-1,
-                 sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
+                 sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1, step_cache="",
                 request: gr.Request = None,
                  progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: InstructRequest(
             image=image, image_guidance_scale=image_guidance_scale,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
-                              batch_count, loras, vae, clip_skip),
+                              batch_count, loras, vae, clip_skip, step_cache),
         ), preset, request, progress)
 
     own = {"image": image, "image_guidance_scale": image_guidance}
