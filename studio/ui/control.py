@@ -136,7 +136,8 @@ def create_tab(studio, header, jobs, caps):
 
     def control(control_image, prompt, negative_prompt="", control_mode="scribble", conditioning_scale=1.0,
                 guidance_start=0.0, guidance_end=1.0, steps=20, guidance_scale=7.0, width=512, height=512, seed=-1,
-                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1, step_cache="",
+                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
+                step_cache="",
                 request: gr.Request = None,
                 progress=gr.Progress()):
         """`control_image`: the map itself (white scribble on black, or an OpenPose skeleton)."""

@@ -56,7 +56,8 @@ def create_inpaint_tab(studio, header, jobs, caps):
 
     def inpaint(image, prompt, negative_prompt, mask=None, invert_mask=False, mask_blur=4,
                 inpaint_area="Whole picture", padding=32, strength=1.0, steps=20, guidance_scale=7.0, seed=-1,
-                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1, step_cache="",
+                sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
+                step_cache="",
                 request: gr.Request = None,
                 progress=gr.Progress()):
         """`image`: the editor value (background + painted layers) or a plain image with `mask`."""

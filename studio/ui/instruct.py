@@ -36,7 +36,8 @@ def create_tab(studio, header, jobs, caps):
                 results = results_panel("instruct", sampling)
 
     def instruct(image, prompt, negative_prompt="", image_guidance_scale=1.5, steps=20, guidance_scale=7.0, seed=-1,
-                 sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1, step_cache="",
+                 sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
+                 step_cache="",
                 request: gr.Request = None,
                  progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: InstructRequest(

@@ -55,7 +55,8 @@ def create_tab(studio, header, jobs, caps):
 
     def txt2img(prompt, negative_prompt, steps, guidance_scale, width, height, seed, sampler,
                 batch_size=1, batch_count=1, loras="", preset=None, hires_fix=False, hires_scale=2.0, hires_steps=0,
-                hires_denoising=0.7, vae="", clip_skip=1, step_cache="", request: gr.Request = None, progress=gr.Progress()):
+                hires_denoising=0.7, vae="", clip_skip=1, step_cache="", request: gr.Request = None,
+                progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Txt2ImgRequest(
             width=width, height=height, hires_fix=bool(hires_fix), hires_scale=hires_scale, hires_steps=hires_steps,
             hires_denoising=hires_denoising,
