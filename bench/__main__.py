@@ -68,10 +68,13 @@ def bench_overhead(studio, args) -> None:
     request = Txt2ImgRequest(prompt="a lighthouse", steps=args.steps, width=args.size, height=args.size, seed=1,
                              sampler=sampler, guidance_scale=manager.preset.defaults.guidance_scale)
     raw_times, studio_times = [], []
+    # The same text length as the studio's (FLUX.1's T5; the shaped preset reads 64 tokens).
+    tokens = manager.preset.capabilities.prompt_tokens
+    length = {"max_sequence_length": tokens} if tokens else {}
     with manager.pipeline("txt2img", sampler) as pipe:
         def raw():
             pipe(prompt=request.prompt, num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
-                 width=request.width, height=request.height, generator=manager.generator(1))
+                 width=request.width, height=request.height, generator=manager.generator(1), **length)
 
         raw()  # warm-up
     studio.generate(request)
@@ -93,6 +96,37 @@ def bench_overhead(studio, args) -> None:
     # The median of each pair's ratio: a pair runs back to back, so a slow spell of this shared
     # machine hits both of its runs rather than one side of the comparison.
     report("overhead_ratio", statistics.median(s / r for s, r in zip(studio_times, raw_times)))
+
+
+def bench_step_cache(studio, args) -> None:
+    """Each step cache of the family (diffusers' hooks): Text to Image time with it ÷ without, and
+    how far its image is from the exact one (PSNR, dB; inf: the same pixels)."""
+    import numpy as np
+
+    from studio.requests import Txt2ImgRequest
+
+    preset = studio.manager().preset
+    if not preset.capabilities.step_caches:
+        print(f"# step caches: the {preset.family_spec.title} family has none", flush=True)
+        return
+    fields = dict(prompt="a lighthouse", steps=args.cache_steps, width=args.size, height=args.size, seed=1,
+                  sampler=preset.defaults.sampler, guidance_scale=preset.defaults.guidance_scale)
+
+    def image(cache: str) -> np.ndarray:
+        return np.asarray(studio.generate(Txt2ImgRequest(**fields, step_cache=cache)).images[0], dtype=np.float64)
+
+    exact = image("")  # also the warm-up
+    for cache in preset.capabilities.step_caches:
+        cached = image(cache)
+        plain_times, cache_times = [], []
+        for i in range(args.runs):  # interleaved, alternating which runs first
+            for name, times in (("", plain_times), (cache, cache_times))[:: 1 if i % 2 else -1]:
+                times.append(median_time(lambda name=name: image(name), 1, warmup=0))
+        mse = float(np.mean((cached - exact) ** 2))
+        report(f"step_cache_{cache.replace('-', '_')}_time_ratio",
+               statistics.median(c / p for c, p in zip(cache_times, plain_times)))
+        report(f"step_cache_{cache.replace('-', '_')}_psnr_db", 10 * np.log10(255**2 / mse) if mse else float("inf"),
+               " dB")
 
 
 def bench_task_switch(studio, args) -> None:
@@ -245,8 +279,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=256, help="image side; 256 takes about 1 s on 2 CPU cores")
-    parser.add_argument("--shape", choices=["sd15"],
-                        help="only the checkpoint figures, on the SD 1.5 architecture with random weights (real size)")
+    parser.add_argument("--shape", choices=["sd15", "flux"],
+                        help="sd15: only the checkpoint figures, on the SD 1.5 architecture with random weights (real "
+                             "size); flux: studio vs raw FluxPipeline and the step caches on FLUX.1's real width")
+    parser.add_argument("--cache-steps", type=int, default=12, help="steps of the step-cache figures")
     parser.add_argument("--shape-runs", type=int, default=3, help="load pairs for checkpoint_load_ratio")
     parser.add_argument("--workers", type=int,
                         help="only the Ray Serve figures: 8 mixed jobs on this many replicas vs on one, and routing")
@@ -256,10 +292,18 @@ def main() -> None:
 
     import torch
 
-    what = ("SD-1.5-shaped models in bfloat16" if args.shape else
-            f"preset {args.preset}, {args.size}x{args.size}, {args.steps} steps")
+    if args.shape == "flux":  # a step of the wide transformer takes seconds on a CPU
+        args.size, args.steps, args.cache_steps, args.runs = 256, 8, 12, min(args.runs, 3)
+    what = {"sd15": "SD-1.5-shaped models in bfloat16",
+            "flux": f"FLUX.1-wide transformer (1+2 blocks) in bfloat16, {args.size}x{args.size}, {args.steps} steps",
+            None: f"preset {args.preset}, {args.size}x{args.size}, {args.steps} steps"}[args.shape]
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, device {args.device}, {what}", flush=True)
+    if args.shape == "flux":
+        from bench import flux_shaped
+
+        flux_shaped.run(args)
+        return
     if args.shape:
         from bench import shaped
 
@@ -276,6 +320,7 @@ def main() -> None:
         args.outputs = outputs
         studio = make_studio(args)
         bench_overhead(studio, args)
+        bench_step_cache(studio, args)
         bench_task_switch(studio, args)
         bench_lora_swaps(studio, args)
         del studio

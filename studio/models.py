@@ -115,6 +115,7 @@ class ModelManager:
         self.prompt_syntax = settings.prompt_syntax
         self.device, self.dtype = pick_device(settings.device, settings.dtype, DTYPES[self.family.half_dtype])
         self.lowvram = settings.lowvram
+        self.fp8 = settings.fp8
         # Where weights rest between requests: on the device, or in RAM under --lowvram.
         self.home = torch.device("cpu") if self.lowvram else self.device
         if self.lowvram and self.device.type == "cpu":
@@ -229,6 +230,7 @@ class ModelManager:
             if self._base is None:
                 cls = _pipeline_class(self.family.pipeline_class("txt2img", variant_loaded=False))
                 pipe = self._load(cls, "base", **self.family.base_load_kwargs)
+                self._store_fp8(getattr(pipe, self.family.denoiser))
                 pipe.to(self.home)
                 pipe.set_progress_bar_config(disable=True)
                 self._base = pipe
@@ -244,9 +246,16 @@ class ModelManager:
             if role.startswith("control."):
                 return self._load(_pipeline_class(family.control_class), role)
             # inpaint / instruct: a full pipeline repository (or a single file), of which only the denoiser differs
-            return self._load(_pipeline_class(family.denoiser_class), role, subfolder=family.denoiser)
+            return self._store_fp8(self._load(_pipeline_class(family.denoiser_class), role, subfolder=family.denoiser))
 
         return self._cached(self._cache_key(role), lambda: load().to(self.home))
+
+    def _store_fp8(self, denoiser):
+        """--fp8: the denoiser's weights in float8, each layer cast to the compute dtype while it runs
+        (a quantized GGUF transformer stays as it is)."""
+        if self.fp8 and not getattr(denoiser, "is_quantized", False):
+            denoiser.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype)
+        return denoiser
 
     def _cache_key(self, role: str) -> str:
         """The model cache's key of a role: the first control role naming the same model, or itself."""
@@ -425,7 +434,7 @@ class ModelManager:
 
     def model_infotext(self, task: str, vae: str = "") -> dict:
         """A1111's "Model hash" of a checkpoint, and "VAE hash" / "VAE" of a chosen VAE."""
-        extra = {}
+        extra = {"Diffusion in Low Bits": "float8-e4m3fn"} if self.fp8 else {}  # Forge's key for it
         ref = self._model_ref(task)
         if ref.endswith((".safetensors", ".gguf")):
             extra["Model hash"] = self.user_models.checkpoints.short_hash(Path(ref))

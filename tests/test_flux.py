@@ -223,3 +223,17 @@ def test_forges_flux_infotext_fills_the_settings():
     text = "a fox\nSteps: 20, Sampler: Euler, Schedule type: Beta, CFG scale: 1, Distilled CFG Scale: 3.5, Seed: 1"
     settings = txt2img_settings_from_infotext(text)
     assert (settings["sampler"], settings["guidance_scale"]) == ("Euler Beta", 3.5)
+
+
+def test_fp8_weights_give_a_close_image_and_say_so(settings, fresh, tmp_path):
+    import dataclasses
+
+    from studio.core import Studio
+
+    small = Studio(dataclasses.replace(settings, fp8=True, outputs_dir=tmp_path))
+    result = txt2img(small)
+    transformer = small.manager(FLUX).base_pipeline().transformer
+    assert transformer.x_embedder.weight.dtype == torch.float8_e4m3fn  # stored in 8 bits, computed in 32
+    assert "Diffusion in Low Bits: float8-e4m3fn" in result.infotexts[0]
+    difference = np.abs(pixels(result.images[0]) - fresh)
+    assert 0 < difference.mean() < 8  # e4m3 keeps 3 mantissa bits: close, not the same
