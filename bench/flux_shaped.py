@@ -5,7 +5,7 @@ FLUX.1's transformer block as shipped (24 heads of 128 = 3072 wide, T5 width 409
 rope axes 16/56/56) with random weights in bfloat16, but 1 double and 2 single blocks instead of 19
 and 38 (660 M parameters instead of 11.9 B), so a step runs on two cores. The text encoders and VAE
 are the tiny twin's at those widths. A preset `flux-shaped` (written to a temporary presets folder)
-reads 64 T5 tokens, so a 128x128 step is 64 image + 64 text tokens.
+reads 64 T5 tokens, so a 256x256 step is 256 image + 64 text tokens.
 """
 
 from __future__ import annotations

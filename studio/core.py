@@ -54,6 +54,16 @@ class Studio:
         """What the model picker offers: the presets, then the checkpoints folder's files."""
         return self.preset_names() + self.user_models.checkpoints.names()
 
+    def model_choices(self) -> list[tuple[str, str]]:
+        """The model picker's (label, value) pairs: a preset with a licence of its own says it
+        (FLUX.1 [dev]'s weights are non-commercial)."""
+        def label(name: str) -> str:
+            licence = load_preset(name, self.settings.presets_dir).licence
+            return f"{name} · {licence}" if licence else name
+
+        return [(label(name), name) for name in self.preset_names()] + \
+            [(name, name) for name in self.user_models.checkpoints.names()]
+
     def preset(self, name: str | None = None) -> Preset:
         """A preset, or the preset derived from a checkpoint of the checkpoints folder, with the
         server's caps (STUDIO_CAP_*) applied on top of its own limits."""

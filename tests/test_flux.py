@@ -40,9 +40,14 @@ def photo() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def fresh(studio):
-    """The image of COMMON before any LoRA was ever loaded."""
-    return pixels(txt2img(studio).images[0])
+def fresh(settings, tmp_path_factory):
+    """The image of COMMON from a freshly loaded model (a Studio of its own: no LoRA ever loaded)."""
+    import dataclasses
+
+    from studio.core import Studio
+
+    own = Studio(dataclasses.replace(settings, outputs_dir=tmp_path_factory.mktemp("fresh-flux")))
+    return pixels(txt2img(own).images[0])
 
 
 def test_text_to_image_same_seed_same_pixels_and_forges_infotext(studio, fresh):

@@ -17,7 +17,7 @@ def header_row(studio) -> Header:
     with gr.Row(equal_height=False):
         gr.Markdown("## SD Studio", elem_id="studio-title")
         preset = gr.Dropdown(
-            studio.model_names(),
+            studio.model_choices(),
             value=studio.default_preset.name,
             label="Model",
             info="A preset, or a checkpoint of your checkpoints folder. Yours only: others keep theirs.",
@@ -34,8 +34,8 @@ def header_row(studio) -> Header:
         listing = gr.Markdown(describe_user_models(studio), elem_id="user-models")
 
     def refreshed():
-        return (gr.update(choices=studio.model_names()), gr.update(choices=[OWN_VAE, *studio.user_models.vaes.names()]),
-                describe_user_models(studio))
+        vaes = [OWN_VAE, *studio.user_models.vaes.names()]
+        return gr.update(choices=studio.model_choices()), gr.update(choices=vaes), describe_user_models(studio)
 
     refresh.click(refreshed, outputs=[preset, vae, listing], api_visibility="private", queue=False)
     return Header(preset, vae, clip_skip)
