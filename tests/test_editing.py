@@ -70,6 +70,7 @@ def test_img2img_output_size_rules(studio):
         assert resized.images[0].size == (64, 128)
 
 
+@pytest.mark.slow  # a sweep of strengths: 4 s
 def test_img2img_changes_the_image_at_some_strength(studio, photo):
     result = studio.generate(Img2ImgRequest(**COMMON, image=photo, strength=0.6))
     assert np.abs(pixels(result.images[0]) - pixels(photo)).mean() > 1

@@ -9,6 +9,8 @@ from studio.errors import RequestError, StudioError
 from studio.families.flux_files import export_gguf, export_transformer_single_file
 from studio.requests import InpaintRequest, Txt2ImgRequest
 
+pytestmark = pytest.mark.slow  # exports four files, loads each: in CI, not in the quick loop
+
 COMMON = {"prompt": "a lighthouse on a cliff", "steps": 2, "seed": 3, "sampler": "Euler", "guidance_scale": 3.5,
           "width": 64, "height": 64}
 

@@ -77,6 +77,7 @@ def test_control_endpoint(client, files):
     assert 'ControlNet: "scribble, weight 0.8, start 0, end 1"' in info
 
 
+@pytest.mark.slow  # the annotator on a 512x512 photo: 5 s
 def test_detect_pose_endpoint(client, files):
     """The tiny annotator's weights are random but fixed: on this photo it finds nobody, and the
     endpoint says so (the skeleton rendering itself is tested in test_control)."""
