@@ -288,10 +288,14 @@ def test_zerogpu_backend_streams_progress_and_gives_the_local_pixels(studio, set
     stopped = zero.generate(dataclasses.replace(request, batch_count=3),
                             on_step=lambda done, total: stop.set() if done == 2 else None, stop=stop)
     assert stopped.stopped and len(stopped.paths) == 0  # the worker's stream is closed, nothing half kept
+    flux = Txt2ImgRequest(prompt="zero", steps=2, width=64, height=64, seed=3, sampler="Euler", guidance_scale=3.5)
+    assert np.array_equal(np.asarray(zero.generate(flux, preset="tiny-flux").images[0]),
+                          np.asarray(studio.generate(flux, preset="tiny-flux").images[0]))
 
 
 def test_zerogpu_asks_for_more_time_for_bigger_work():
     from studio import zerogpu
+    from studio.presets import load_preset
     from studio.requests import Txt2ImgRequest
 
     small = Txt2ImgRequest(steps=20, width=512, height=512)
@@ -299,3 +303,5 @@ def test_zerogpu_asks_for_more_time_for_bigger_work():
     assert zerogpu.estimate_seconds(Txt2ImgRequest(steps=20, width=512, height=512, batch_size=4)) == 28
     hires = Txt2ImgRequest(steps=20, width=512, height=512, hires_fix=True, hires_scale=2, hires_denoising=0.5)
     assert zerogpu.estimate_seconds(hires) == 22 + 4  # 10 steps more, at four times the pixels
+    flux = zerogpu.estimate_seconds(small, preset=load_preset("flux-dev", REPO / "presets"))
+    assert flux == 20 + 8  # a FLUX.1 step costs four of SD's
