@@ -160,18 +160,21 @@ class LoraLibrary:
     # --- weights --------------------------------------------------------------------------------
 
     def state_dict(self, name: str) -> dict:
-        """The LoRA's tensors (on the CPU), from the RAM cache or read from disk / the hub."""
+        """The LoRA's tensors (on the CPU), from the RAM cache or read from disk / the hub. Each
+        caller gets its own copy: diffusers' converters change what they are given (FLUX.1's kohya
+        one scales the text encoder's weights by alpha in place), which would make the next load of
+        the cached file another LoRA."""
         with self._lock:
             if name in self._cache:
                 self._cache.move_to_end(name)
-                return self._cache[name]
+                return _copy(self._cache[name])
         source = self._source(name)
         state = self._read(name, source)
         with self._lock:
             self._cache[name] = state
             while len(self._cache) > 1 and sum(map(_nbytes, self._cache.values())) > self.cache_bytes:
                 self._cache.popitem(last=False)
-        return state
+        return _copy(state)
 
     def _read(self, name: str, source: str) -> dict:
         from safetensors import SafetensorError
@@ -208,3 +211,7 @@ class LoraLibrary:
 
 def _nbytes(state: dict) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def _copy(state: dict) -> dict:
+    return {key: tensor.clone() for key, tensor in state.items()}

@@ -159,6 +159,15 @@ def test_a_lora_in_each_format_changes_the_image_and_leaves_no_trace(studio, fre
     assert np.array_equal(pixels(txt2img(studio).images[0]), fresh)
 
 
+def test_a_lora_loaded_again_after_its_model_was_let_go_gives_the_same_image(studio):
+    """diffusers' kohya converter scales the text encoder's tensors in place: the LoRA cache hands
+    out copies, so the second load of a cached file is the same LoRA (it was not, before)."""
+    first = txt2img(studio, loras=(("tiny-flux-kohya", 0.7),))
+    studio.generate(Txt2ImgRequest(prompt="x", steps=1, width=64, height=64), preset="tiny")  # FLUX.1 let go
+    again = txt2img(studio, loras=(("tiny-flux-kohya", 0.7),))
+    assert np.array_equal(pixels(first.images[0]), pixels(again.images[0]))
+
+
 def test_an_sd_lora_is_refused_on_flux_with_both_families_named(studio, settings, models_dir, fresh):
     sd_lora = settings.loras_dir / "sd-only-style.safetensors"
     flux_lora = settings.loras_dir / "flux-only-style.safetensors"
