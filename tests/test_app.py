@@ -21,7 +21,8 @@ def test_unknown_preset_exits_with_a_clear_message():
     proc = run_app("--preset", "nope")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    assert "Unknown preset 'nope'. Available presets: flux-dev, flux-schnell, sd-turbo, sd15, sdxl, tiny, tiny-flux, tiny-sdxl." in out
+    assert ("Unknown preset 'nope'. Available presets: flux-dev, flux-schnell, sd-turbo, sd15, sdxl, tiny, tiny-flux, "
+            "tiny-sdxl.") in out
     assert "Traceback" not in out
 
 
