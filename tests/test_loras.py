@@ -184,8 +184,14 @@ def test_ram_cache_keeps_state_dicts_within_budget(models_dir, tmp_path):
         (folder / f"{name}.safetensors").write_bytes(source.read_bytes())
     one = sum(t.numel() * t.element_size() for t in LoraLibrary(folder).state_dict("a").values())
     library = LoraLibrary(folder, cache_bytes=int(one * 2.5))
+    reads, read = [], library._read
+    library._read = lambda name, source: reads.append(name) or read(name, source)
     first = library.state_dict("a")
-    assert library.state_dict("a") is first  # cached: no second read
+    second = library.state_dict("a")
+    assert reads == ["a"]  # cached: no second read
+    # ...and each caller gets its own copy: diffusers' converters change what they are given in place
+    first[next(iter(first))].mul_(2)
+    assert second is not first and torch.equal(library.state_dict("a")[next(iter(first))], second[next(iter(first))])
     library.state_dict("b"), library.state_dict("c")
     assert library.cached_names() == ["b", "c"]  # "a" was least recently used
 
