@@ -83,3 +83,26 @@ def test_an_sd_file_is_not_taken_for_flux_nor_a_flux_lora_for_a_checkpoint(studi
             studio.user_models.checkpoints.info("flux/not-a-model.safetensors")
     finally:
         target.unlink()
+
+
+def test_the_width_aware_converter_matches_diffusers_own_at_flux_width():
+    """At FLUX.1's real width (3072; diffusers' converter knows no other) our BFL -> diffusers
+    conversion gives exactly diffusers' tensors, and diffusers -> BFL -> diffusers is the identity.
+    One double and one single block of random bytes (the shapes are what matter)."""
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    from studio.families.flux_files import bfl_to_diffusers, diffusers_to_bfl
+
+    config = {"num_layers": 1, "num_single_layers": 1, "attention_head_dim": 128, "num_attention_heads": 24,
+              "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True}
+    with init_empty_weights():
+        shapes = {k: v.shape for k, v in FluxTransformer2DModel(**config).state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    state = {k: torch.randint(0, 255, shape, dtype=torch.uint8, generator=generator) for k, shape in shapes.items()}
+    bfl = diffusers_to_bfl(state)
+    ours, theirs = bfl_to_diffusers(dict(bfl), config), convert_flux_transformer_checkpoint_to_diffusers(dict(bfl))
+    assert sorted(ours) == sorted(theirs) == sorted(state)
+    assert all(torch.equal(ours[k], theirs[k]) and torch.equal(ours[k], state[k]) for k in state)
