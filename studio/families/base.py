@@ -69,7 +69,6 @@ class Detected:
     architecture: str  # what the picker says: "SD 1.x", "SDXL", "FLUX.1-dev"
     kind: str  # the role it fills: base | inpaint | instruct
     fingerprint: tuple = ()  # what a preset's configs must match to load it (e.g. text width)
-    config: str | None = None  # a configs folder of studio/configs this file loads with, if fixed
     transformer_only: bool = False  # the denoiser alone: the text encoders and VAE come from a preset
 
 
