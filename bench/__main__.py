@@ -98,6 +98,48 @@ def bench_overhead(studio, args) -> None:
     report("overhead_ratio", statistics.median(s / r for s, r in zip(studio_times, raw_times)))
 
 
+def bench_studio_added(args) -> None:
+    """What the studio adds to a job after the pipeline returns (today the job's slot in the GPU
+    queue is held until it is done): each image's PNG (encoding and the atomic write) and its
+    history row, on a real photo (scikit-image's astronaut), at Pillow's default zlib level 6 and at
+    the studio's `--png-compress` default."""
+
+    from PIL import Image
+    from skimage import data
+
+    from studio.history import History
+    from studio.outputs import OutputStore
+    from studio.settings import Settings
+
+    photo, default = Image.fromarray(data.astronaut()), Settings().png_compress
+    with tempfile.TemporaryDirectory() as folder:
+        history = History(Path(folder) / "history.sqlite3", shared=True)
+        for side, batch in ((512, 1), (1024, 1), (1024, 4)):
+            image = photo.resize((side, side), Image.Resampling.LANCZOS)
+            label = f"{side}" + (f"x{batch}" if batch > 1 else "")
+            figures = {}
+            for level in (6, default):
+                store = OutputStore(Path(folder) / f"level{level}", level)
+
+                def job():
+                    paths = [store.save(image, "a fox\nSteps: 20, Seed: 1", "txt2img", 1) for _ in range(batch)]
+                    history.add_many("bench", "txt2img", [(path, 1, "a fox") for path in paths])
+
+                figures[level] = median_time(job, args.runs) * 1000 / batch
+                report(f"studio_added_ms_{label}_level{level}", figures[level], " ms a picture")
+            report(f"studio_added_{label}_ratio", figures[default] / figures[6])
+            sizes = [len(_png(image, level)) for level in (6, default)]
+            report(f"png_size_{label}_ratio", sizes[1] / sizes[0])
+
+
+def _png(image, level: int) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=level)
+    return buffer.getvalue()
+
+
 def bench_step_cache(studio, args) -> None:
     """Each step cache of the family (diffusers' hooks): Text to Image time with it ÷ without, and
     how far its image is from the exact one (PSNR, dB; inf: the same pixels)."""
@@ -325,6 +367,7 @@ def main() -> None:
         bench_lora_swaps(studio, args)
         del studio
         bench_lora_leak(args)
+        bench_studio_added(args)
         bench_memory(args)
         bench_lowvram(args)
 

@@ -42,7 +42,7 @@ class Studio:
         self.pool = ModelPool(settings, max_loaded_presets)
         self.user_models = self.pool.user_models
         self.default_preset = self.preset(settings.preset)  # fails fast on a bad name
-        self.outputs = OutputStore(settings.outputs_dir)
+        self.outputs = OutputStore(settings.outputs_dir, settings.png_compress)
         self.outputs.remove_partial_files()  # left by a process killed while saving
         self.history = History(settings.outputs_dir / "history.sqlite3", shared=settings.shared_history)
         self.backend = backend or choose_backend(settings, self.pool)

@@ -54,6 +54,9 @@ class Settings:
     # The denoiser's weights stored in float8 (e4m3) and cast per layer to the compute precision as
     # each runs (diffusers' layerwise casting): half the memory of bf16, slightly other pixels.
     fp8: bool = False
+    # zlib level of the saved PNGs (0-9). 1: a 1024x1024 photo in 73 ms and 1.39 MB, against 339 ms
+    # and 1.23 MB at Pillow's default 6 (measured on this machine's CPU); lossless either way.
+    png_compress: int = 1
     queue_size: int = 32  # requests waiting for the GPU; more are turned away
     # Generation on Ray Serve replicas (studio/backends/ray_serve.py): `workers` > 0 starts a local
     # Ray cluster with that many; `ray_address` joins an existing cluster instead. 0 and "": this process.
@@ -88,6 +91,8 @@ class Settings:
             raise ValueError(f"history must be auto, shared or private, got {self.history!r}")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32, float16 or bfloat16, got {self.dtype!r}")
+        if not 0 <= self.png_compress <= 9:
+            raise ValueError(f"png_compress must be a zlib level from 0 (none) to 9, got {self.png_compress}")
         if self.workers < 0:
             raise ValueError(f"workers must be 0 (this process) or more, got {self.workers}")
         for origin in self.cors_allow:
