@@ -132,6 +132,47 @@ def bench_studio_added(args) -> None:
             report(f"png_size_{label}_ratio", sizes[1] / sizes[0])
 
 
+def bench_save_beside(args) -> None:
+    """8 jobs from two users at once (two threads of 4), each saving its PNG at Pillow's level 6 so
+    the save weighs: the studio as it is (the GPU slot given up before the save) against every job
+    holding the slot through its save (the studio before), jobs per second."""
+    import threading
+
+    from studio.requests import Txt2ImgRequest
+
+    studio = make_studio(args, png_compress=6)
+    preset = studio.default_preset
+    request = Txt2ImgRequest(prompt="a lighthouse", steps=4, width=512, height=512, seed=1,
+                             sampler=preset.defaults.sampler)
+    studio.generate(request)  # warm-up
+    whole_job = threading.Lock()
+
+    def rounds(hold_through_save: bool) -> float:
+        def user():
+            for _ in range(4):
+                if hold_through_save:
+                    with whole_job:
+                        studio.generate(request)
+                else:
+                    studio.generate(request)
+
+        threads = [threading.Thread(target=user) for _ in range(2)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return 8 / (time.perf_counter() - start)
+
+    beside, held = [], []
+    for i in range(max(1, args.runs // 2)):
+        for hold, rates in ((False, beside), (True, held))[:: 1 if i % 2 else -1]:
+            rates.append(rounds(hold))
+    report("jobs_per_s_save_beside", statistics.median(beside), " jobs/s")
+    report("jobs_per_s_save_held", statistics.median(held), " jobs/s")
+    report("save_beside_throughput_ratio", statistics.median(beside) / statistics.median(held))
+
+
 def _png(image, level: int) -> bytes:
     import io
 
@@ -368,6 +409,7 @@ def main() -> None:
         del studio
         bench_lora_leak(args)
         bench_studio_added(args)
+        bench_save_beside(args)
         bench_memory(args)
         bench_lowvram(args)
 

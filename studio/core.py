@@ -46,6 +46,12 @@ class Studio:
         self.outputs.remove_partial_files()  # left by a process killed while saving
         self.history = History(settings.outputs_dir / "history.sqlite3", shared=settings.shared_history)
         self.backend = backend or choose_backend(settings, self.pool)
+        # The GPU's slots: a job holds one while it renders and gives it up before it saves its
+        # PNGs, so the next job renders beside the save. (A backend that queues its own jobs, Ray's,
+        # holds them back itself.)
+        self._gpu_slots = threading.BoundedSemaphore(self.backend.concurrency)
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
 
     def preset_names(self) -> list[str]:
         return available_presets(self.settings.presets_dir)
@@ -192,13 +198,51 @@ class Studio:
         resolved = self.preset(preset)
         request = request.with_prompt_loras()
         request.validate(resolved.limits, resolved.capabilities)
-        rendered = self.backend.submit(request, resolved, JobEvents(on_step, on_preview, on_status, stop))
-        paths = [self.outputs.save(image, infotext, request.task, seed)
-                 for image, infotext, seed in zip(rendered.images, rendered.infotexts, rendered.seeds)]
-        self.history.add_many(owner, request.task, list(zip(paths, rendered.seeds, rendered.infotexts)))
+        rendered = self._render(request, resolved, JobEvents(on_step, on_preview, on_status, stop))
+        paths = self._save(rendered, request.task, owner)
         result = Result(**{f.name: getattr(rendered, f.name) for f in fields(Rendered)}, paths=paths)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _save(self, rendered: Rendered, task: str, owner: str) -> list[Path]:
+        """Each image's PNG and its history row (after the GPU slot is given up). A save that fails
+        (a full disk, a folder it may not write) says so; the images saved before it keep their rows."""
+        paths: list[Path] = []
+        try:
+            for image, infotext, seed in zip(rendered.images, rendered.infotexts, rendered.seeds):
+                paths.append(self.outputs.save(image, infotext, task, seed))
+        except OSError as exc:
+            total = len(rendered.images)
+            raise StudioError(
+                f"Image {len(paths) + 1} of {total} could not be saved in {self.settings.outputs_dir} "
+                f"({exc.strerror or exc}). Free some disk space or let the studio write there, then generate "
+                f"again{f'; the {len(paths)} before it are in your history' if paths else ''}.") from None
+        finally:
+            self.history.add_many(owner, task, list(zip(paths, rendered.seeds, rendered.infotexts)))
+        return paths
+
+    def _render(self, request: GenerationRequest, preset: Preset, events: JobEvents) -> Rendered:
+        """The backend's render, in one of the GPU's slots: waiting for one says its place, and a
+        Stop while waiting ends the job with nothing made."""
+        if self.backend.queues_jobs:
+            return self.backend.submit(request, preset, events)
+        if not self._gpu_slots.acquire(blocking=False):
+            with self._waiting_lock:
+                self._waiting += 1
+                place = self._waiting
+            try:
+                if events.on_status is not None:
+                    events.on_status(f"Waiting for the GPU: number {place} in the queue")
+                while not self._gpu_slots.acquire(timeout=0.05):
+                    if events.stop is not None and events.stop.is_set():
+                        return Rendered(stopped=True)
+            finally:
+                with self._waiting_lock:
+                    self._waiting -= 1
+        try:
+            return self.backend.submit(request, preset, events)
+        finally:
+            self._gpu_slots.release()
 
     def lora_names(self, preset: str | None = None) -> list[str]:
         """LoRAs a request with this preset can name: the LoRA folder's and the preset's own."""

@@ -47,6 +47,7 @@ class ZeroGPUBackend:
     into the worker: the front end stops reading, which ends the worker (as Gradio's cancel does)."""
 
     concurrency = 1
+    queues_jobs = False
 
     def __init__(self, pool):
         self.pool = pool

@@ -31,3 +31,70 @@ def test_the_level_is_the_settings_and_trades_size(tmp_path):
     assert Settings().png_compress == 1
     with pytest.raises(ValueError, match="png_compress must be a zlib level from 0 \\(none\\) to 9, got 10"):
         Settings(png_compress=10)
+
+
+# --- saving beside the next job ----------------------------------------------------------------
+
+@pytest.fixture()
+def own_studio(settings, tmp_path):
+    import dataclasses
+
+    from studio.core import Studio
+
+    return Studio(dataclasses.replace(settings, outputs_dir=tmp_path / "outputs"))
+
+
+def test_the_next_job_renders_while_the_first_is_still_saving(own_studio):
+    """The GPU slot is given up when the pipeline returns: a second job's first step comes while
+    the first job's PNG is still being written."""
+    import threading
+    import time
+
+    from studio.requests import Txt2ImgRequest
+
+    saving, saved, save = threading.Event(), threading.Event(), own_studio.outputs.save
+
+    def slow_save(*args):
+        saving.set()
+        time.sleep(1.5)  # a big PNG on a slow disk
+        path = save(*args)
+        saved.set()
+        return path
+
+    own_studio.outputs.save = slow_save
+    request = Txt2ImgRequest(prompt="a boat", steps=2, width=64, height=64, seed=1)
+    first = threading.Thread(target=own_studio.generate, args=(request,))
+    first.start()
+    assert saving.wait(60)
+    steps_while_saving = []
+    own_studio.outputs.save = save
+    own_studio.generate(request, on_step=lambda done, total: steps_while_saving.append(not saved.is_set()))
+    first.join()
+    assert steps_while_saving and steps_while_saving[0]  # it stepped before the first save ended
+
+
+def test_a_save_that_fails_says_so_and_the_next_job_saves(own_studio):
+    import errno
+
+    from studio.errors import StudioError
+    from studio.requests import Txt2ImgRequest
+
+    request = Txt2ImgRequest(prompt="a boat", steps=2, width=64, height=64, seed=1, batch_size=2)
+    save, calls = own_studio.outputs.save, []
+
+    def full_disk(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(*args)
+
+    own_studio.outputs.save = full_disk
+    with pytest.raises(StudioError, match="Image 2 of 2 could not be saved in .* \\(No space left on device\\). "
+                                          "Free some disk space.*the 1 before it are in your history"):
+        own_studio.generate(request, owner="ann")
+    assert len(own_studio.history.page("ann", 0, 10)) == 1  # the PNG that was written has its row
+    own_studio.outputs.save = save
+    assert len(own_studio.generate(request, owner="ann").paths) == 2
+    pngs = list((own_studio.settings.outputs_dir).rglob("*.png"))
+    assert len(pngs) == 3 == len(own_studio.history.page("ann", 0, 10)) and not list(
+        own_studio.settings.outputs_dir.rglob("*.tmp"))

@@ -153,7 +153,7 @@ def test_the_page_generates_on_the_replicas(ray_studio, settings):
 
     demo = build(ray_studio)
     # Every event on the GPU queue lets two jobs through, one per replica (Gradio keeps the lowest limit).
-    assert {fn.concurrency_limit for fn in demo.fns.values() if fn.concurrency_id == "gpu"} == {2}
+    assert {fn.concurrency_limit for fn in demo.fns.values() if fn.concurrency_id == "gpu"} == {3}  # 2 + a save
     demo.queue()
     demo.launch(server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_options(ray_studio))
     try:

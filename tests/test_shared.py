@@ -147,20 +147,24 @@ def test_two_clients_with_different_loras_and_presets_each_get_their_own_image(s
 
 @pytest.mark.slow
 def test_waiting_users_see_their_place_in_the_queue(server):
-    clients = [Client(server, verbose=False) for _ in range(3)]
+    """One job renders, the next waits for the GPU in the studio (it may save beside a render: the
+    page lets one more event through), the others in Gradio's queue: each is told its place."""
+    clients = [Client(server, verbose=False) for _ in range(4)]
     jobs = [c.submit(prompt="queue", steps=12, seed=i, **dict(FAST, width=192, height=192), api_name="/txt2img")
             for i, c in enumerate(clients)]
-    ranks = set()
+    ranks, told = set(), set()
     deadline = time.monotonic() + 60
     while not all(job.done() for job in jobs) and time.monotonic() < deadline:
         for job in jobs:
             status = job.status()
             if status.code.name == "IN_QUEUE" and status.rank is not None:
                 ranks.add(status.rank)
+            told |= {unit.desc for unit in status.progress_data or [] if unit.desc}
         time.sleep(0.05)
     for job in jobs:
         job.result(timeout=120)
     assert ranks and max(ranks) >= 1  # someone was told they were behind another job
+    assert "Waiting for the GPU: number 1 in the queue" in told
 
 
 # --- history, PNG info, saving -----------------------------------------------------------------

@@ -20,7 +20,8 @@ from studio.requests import GenerationRequest
 
 
 class Backend(Protocol):
-    concurrency: int  # jobs it runs at once: the page lets this many through its queue
+    concurrency: int  # jobs it renders at once (the page lets one more through: it saves beside them)
+    queues_jobs: bool  # it holds back jobs beyond `concurrency` itself (Ray); else the Studio does
 
     def submit(self, request: GenerationRequest, preset: Preset, events: JobEvents) -> Rendered:
         """Render `request` with `preset`; StudioError for what the user can change."""

@@ -10,6 +10,7 @@ from studio.requests import GenerationRequest
 
 class LocalBackend:
     concurrency = 1
+    queues_jobs = False
 
     def __init__(self, pool: ModelPool):
         self.pool = pool

@@ -174,6 +174,8 @@ def start_local_cluster(workers: int, object_store_mb: int = 256) -> None:
 class RayBackend:
     """The front end's side: starts or joins the cluster, deploys the replicas, sends jobs."""
 
+    queues_jobs = True  # at most one job per replica, the rest in its own queue (with its messages)
+
     def __init__(self, settings: Settings, workers: int = 0, address: str | None = None,
                  object_store_mb: int = 256):
         _require_ray()

@@ -137,7 +137,9 @@ class MaskEditor(gr.ImageEditor):
 
 
 def gpu_event_options(studio) -> dict:
-    """Every event that runs models shares one queue, as many at once as the studio's backend runs
-    (one on one GPU, one per Ray replica). One limit for all: Gradio keeps the lowest limit among
-    the events of a queue, so a single event with 1 would hold every other to one at a time."""
-    return {"concurrency_id": "gpu", "concurrency_limit": studio.backend.concurrency}
+    """Every event that runs models shares one queue, one more at once than the studio's backend
+    renders (one on one GPU, one per Ray replica): the extra one is a job saving its PNGs while the
+    next renders, so the GPU never waits for a save (Studio.generate holds the GPU slot for the
+    render only). One limit for all: Gradio keeps the lowest limit among the events of a queue, so a
+    single event with 1 would hold every other to one at a time."""
+    return {"concurrency_id": "gpu", "concurrency_limit": studio.backend.concurrency + 1}
