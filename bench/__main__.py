@@ -181,6 +181,29 @@ def _png(image, level: int) -> bytes:
     return buffer.getvalue()
 
 
+def bench_channels_last(args) -> None:
+    """--channels-last: Text to Image time with the UNet in NHWC ÷ without, and the largest pixel
+    difference it makes (other convolution kernels)."""
+    import numpy as np
+
+    from studio.requests import Txt2ImgRequest
+
+    plain, nhwc = make_studio(args), make_studio(args, channels_last=True)
+    if not nhwc.manager().channels_last:
+        print(f"# channels-last: the {nhwc.default_preset.family_spec.title} family's denoiser has no convolutions",
+              flush=True)
+        return
+    request = Txt2ImgRequest(prompt="a lighthouse", steps=args.steps, width=args.size, height=args.size, seed=1,
+                             sampler=plain.default_preset.defaults.sampler)
+    images = [np.asarray(studio.generate(request).images[0], dtype=np.int16) for studio in (plain, nhwc)]  # warm
+    times = {False: [], True: []}
+    for i in range(args.runs):
+        for last, studio in ((False, plain), (True, nhwc))[:: 1 if i % 2 else -1]:
+            times[last].append(median_time(lambda studio=studio: studio.generate(request), 1, warmup=0))
+    report("channels_last_time_ratio", statistics.median(n / p for n, p in zip(times[True], times[False])))
+    report("channels_last_max_pixel_difference", float(np.abs(images[0] - images[1]).max()))
+
+
 def bench_step_cache(studio, args) -> None:
     """Each step cache of the family (diffusers' hooks): Text to Image time with it ÷ without, and
     how far its image is from the exact one (PSNR, dB; inf: the same pixels)."""
@@ -404,6 +427,7 @@ def main() -> None:
         studio = make_studio(args)
         bench_overhead(studio, args)
         bench_step_cache(studio, args)
+        bench_channels_last(args)
         bench_task_switch(studio, args)
         bench_lora_swaps(studio, args)
         del studio

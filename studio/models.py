@@ -116,6 +116,7 @@ class ModelManager:
         self.device, self.dtype = pick_device(settings.device, settings.dtype, DTYPES[self.family.half_dtype])
         self.lowvram = settings.lowvram
         self.fp8 = settings.fp8
+        self.channels_last = settings.channels_last and self.family.convolutional
         # Where weights rest between requests: on the device, or in RAM under --lowvram.
         self.home = torch.device("cpu") if self.lowvram else self.device
         if self.lowvram and self.device.type == "cpu":
@@ -230,7 +231,7 @@ class ModelManager:
             if self._base is None:
                 cls = _pipeline_class(self.family.pipeline_class("txt2img", variant_loaded=False))
                 pipe = self._load(cls, "base", **self.family.base_load_kwargs)
-                self._store_fp8(getattr(pipe, self.family.denoiser))
+                self._prepare_denoiser(getattr(pipe, self.family.denoiser))
                 pipe.to(self.home)
                 pipe.set_progress_bar_config(disable=True)
                 self._base = pipe
@@ -246,15 +247,19 @@ class ModelManager:
             if role.startswith("control."):
                 return self._load(_pipeline_class(family.control_class), role)
             # inpaint / instruct: a full pipeline repository (or a single file), of which only the denoiser differs
-            return self._store_fp8(self._load(_pipeline_class(family.denoiser_class), role, subfolder=family.denoiser))
+            denoiser = self._load(_pipeline_class(family.denoiser_class), role, subfolder=family.denoiser)
+            return self._prepare_denoiser(denoiser)
 
         return self._cached(self._cache_key(role), lambda: load().to(self.home))
 
-    def _store_fp8(self, denoiser):
+    def _prepare_denoiser(self, denoiser):
         """--fp8: the denoiser's weights in float8, each layer cast to the compute dtype while it runs
-        (a quantized GGUF transformer stays as it is)."""
+        (a quantized GGUF transformer stays as it is). --channels-last: a UNet's convolutions in
+        NHWC, which recent GPUs run faster."""
         if self.fp8 and not getattr(denoiser, "is_quantized", False):
             denoiser.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype)
+        if self.channels_last:
+            denoiser.to(memory_format=torch.channels_last)
         return denoiser
 
     def _cache_key(self, role: str) -> str:
@@ -435,6 +440,8 @@ class ModelManager:
     def model_infotext(self, task: str, vae: str = "") -> dict:
         """A1111's "Model hash" of a checkpoint, and "VAE hash" / "VAE" of a chosen VAE."""
         extra = {"Diffusion in Low Bits": "float8-e4m3fn"} if self.fp8 else {}  # Forge's key for it
+        if self.channels_last:  # other convolution kernels: a pixel may move by a level
+            extra["Memory format"] = "channels last"
         ref = self._model_ref(task)
         if ref.endswith((".safetensors", ".gguf")):
             extra["Model hash"] = self.user_models.checkpoints.short_hash(Path(ref))

@@ -54,6 +54,9 @@ class Settings:
     # The denoiser's weights stored in float8 (e4m3) and cast per layer to the compute precision as
     # each runs (diffusers' layerwise casting): half the memory of bf16, slightly other pixels.
     fp8: bool = False
+    # UNets (SD 1.x, SDXL) in the channels-last memory format: faster convolutions on recent GPUs;
+    # other kernels, so pixels may move by a level (written to the infotext).
+    channels_last: bool = False
     # zlib level of the saved PNGs (0-9). 1: a 1024x1024 photo in 73 ms and 1.39 MB, against 339 ms
     # and 1.23 MB at Pillow's default 6 (measured on this machine's CPU); lossless either way.
     png_compress: int = 1

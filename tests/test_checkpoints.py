@@ -140,6 +140,7 @@ def test_a_vae_decodes_that_request_only_and_is_written_in_the_infotext(studio, 
         run(studio, "tiny", vae="nope.safetensors")
 
 
+@pytest.mark.slow  # three clients, three models: 3 s
 def test_over_the_api_each_client_picks_its_own_checkpoint_vae_and_clip_skip(server, checkpoints, vae_file):
     from gradio_client import Client
 

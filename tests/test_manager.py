@@ -64,6 +64,7 @@ def test_on_a_full_gpu_cached_models_make_room_for_the_generation(settings):
     assert manager.cached_roles() == ["inpaint", "instruct", "control.openpose"]
 
 
+@pytest.mark.slow  # loads and evicts every model: 4 s
 def test_a_model_that_does_not_fit_evicts_the_others_then_says_so(settings, monkeypatch):
     from diffusers import UNet2DConditionModel
 

@@ -231,3 +231,23 @@ def test_progress_counts_both_hires_passes_and_stop_in_the_second_keeps_only_fin
     result = studio.generate(request(batch_count=2, **HIRES), on_step=on_step, stop=stop)
     assert seen[0] == (1, 12) and seen[-1][0] == 11
     assert result.stopped and [image.size for image in result.images] == [(96, 96)]  # no small image
+
+
+@pytest.mark.slow  # two more studios loaded: 7 s
+def test_channels_last_keeps_the_image_within_a_level_says_so_and_skips_flux(settings, studio, tmp_path):
+    """--channels-last: the UNet's convolutions in NHWC; other kernels, so a pixel may move by a
+    level, and the infotext says it was on. FLUX.1's transformer has no convolutions to reorder."""
+    import dataclasses
+
+    import torch
+
+    from studio.core import Studio
+
+    nhwc = Studio(dataclasses.replace(settings, channels_last=True, outputs_dir=tmp_path))
+    fields = {"prompt": "a boat", "steps": 4, "width": 64, "height": 64, "seed": 3}
+    made, plain = nhwc.generate(Txt2ImgRequest(**fields)), studio.generate(Txt2ImgRequest(**fields))
+    assert nhwc.manager().base_pipeline().unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.abs(pixels(made.images[0]) - pixels(plain.images[0])).max() <= 2
+    assert "Memory format: channels last" in made.infotexts[0] and "Memory format" not in plain.infotexts[0]
+    flux = nhwc.generate(Txt2ImgRequest(**fields, sampler="Euler"), preset="tiny-flux")
+    assert "Memory format" not in flux.infotexts[0]

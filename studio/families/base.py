@@ -92,6 +92,7 @@ class Family:
     samplers: ClassVar[dict[str, tuple[str, dict]]]  # A1111 name -> (scheduler class, config overrides)
     base_load_kwargs: ClassVar[dict] = {}  # extra from_pretrained arguments of the base pipeline
     tiny_version: ClassVar[int] = 1  # bump when the tiny twin changes
+    convolutional: ClassVar[bool] = False  # a UNet: the channels-last memory format applies
     half_dtype: ClassVar[str] = "float16"  # the precision on a GPU, unless --dtype says otherwise
     step_cost: ClassVar[float] = 1.0  # GPU time of a step at 512x512, relative to SD 1.5 (ZeroGPU's estimate)
 

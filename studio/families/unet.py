@@ -16,6 +16,7 @@ KINDS = {4: "base", 9: "inpaint", 8: "instruct"}  # UNet input channels -> what 
 
 class UNetFamily(Family):
     denoiser = "unet"
+    convolutional = True
     denoiser_class = "UNet2DConditionModel"
     control_class = "ControlNetModel"
     variant_channels = {"inpaint": 9, "instruct": 8}
