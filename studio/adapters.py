@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterable
 
 from studio.errors import RequestError
+from studio.families import FAMILIES
 from studio.loras import LoraLibrary
 
 log = logging.getLogger(__name__)
@@ -167,8 +168,6 @@ class AdapterManager:
         """A LoRA whose metadata (kohya's ss_base_model_version) names another family is refused."""
         info = self.library.info(name)
         if info.base_model and not self.family.lora_base_model_matches(info.base_model):
-            from studio.families import FAMILIES
-
             theirs = next((f.title for f in FAMILIES if f.lora_base_model_matches(info.base_model)), "another model")
             raise RequestError(
                 f"LoRA '{name}' was trained for {info.base_model} ({theirs}), but this model is {self.family.title}. "
@@ -188,8 +187,6 @@ class AdapterManager:
 
 def _titles_of(state: dict, family) -> str:
     """The families a LoRA's keys may belong to, besides `family` (which refused them)."""
-    from studio.families import FAMILIES
-
     keys = list(state)
     return " or ".join(other.title for other in FAMILIES
                        if other.name != family.name and other.lora_keys_match(keys) is not False)

@@ -55,7 +55,7 @@ class CheckpointInfo:
         return self.detected.architecture
 
     def describe(self) -> str:
-        kind = {"base": "", "inpaint": " inpainting", "instruct": " instruct"}[self.kind]
+        kind = {"base": "", "inpaint": " inpainting", "instruct": " InstructPix2Pix"}[self.kind]
         if self.detected.transformer_only:
             kind += " transformer" + (" (GGUF)" if self.path.suffix.lower() == ".gguf" else "")
         return f"{self.architecture}{kind}"

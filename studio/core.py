@@ -168,8 +168,7 @@ class Studio:
         if spec.name not in family.pipelines:
             return family.missing_task_message(spec.name, preset.name)
         if spec.variant_required and not preset.model(spec.variant_role):
-            return (f"{preset.title} has no {spec.variant_role} model, so this tab is not available with it. Pick "
-                    f"a model that has one (a preset with '{spec.variant_role}' under [models]).")
+            return preset.missing_model_message(spec.variant_role)  # what Generate would say
         if spec.controlnet:
             modes = [mode for mode in CONTROL_MODES if preset.model(f"control.{mode}")]
             if not modes:

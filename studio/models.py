@@ -24,7 +24,7 @@ import torch
 
 from studio import tiny
 from studio.adapters import AdapterManager
-from studio.checkpoints import CheckpointFolder, config_folder
+from studio.checkpoints import CHECKPOINT_SUFFIXES, CheckpointFolder, config_folder
 from studio.devices import DTYPES, pick_device
 from studio.embeddings import EmbeddingLibrary
 from studio.errors import ModelUnavailableError
@@ -154,10 +154,7 @@ class ModelManager:
         """Hub id or local folder for `role`. `./x` in a preset means `<models_dir>/x`."""
         ref = self.preset.model(role)
         if ref is None:
-            raise ModelUnavailableError(
-                f"The preset '{self.preset.name}' has no {role} model, so this tab is not available with it. "
-                f"Add '{role}' under [models] in presets/{self.preset.name}.toml or pick another preset."
-            )
+            raise ModelUnavailableError(self.preset.missing_model_message(role))
         return self.resolve_ref(ref)
 
     def resolve_ref(self, ref: str) -> str:
@@ -166,7 +163,7 @@ class ModelManager:
     def _load(self, cls, role: str, **kwargs):
         """`cls` for `role` from the preset's hub id or folder, or from a single-file checkpoint."""
         ref = self.resolve(role)
-        if ref.endswith((".safetensors", ".gguf")):
+        if ref.endswith(CHECKPOINT_SUFFIXES):
             return self._from_single_file(cls, role, Path(ref), **kwargs)
         variant = self.preset.variant if self.dtype == torch.float16 else None
         loader = cls.from_pretrained
@@ -326,9 +323,10 @@ class ModelManager:
         """Lend a pipeline for `task` that shares the base weights, has its own scheduler and has
         exactly `loras` active (and the `step_cache` hooks, when named); none stays after the block.
 
-        The task's spec (its module under studio/tasks/) names its pipeline class and the models it adds to
-        the base: inpaint the preset's inpaint UNet when it has one (else the base UNet, which
-        diffusers runs too), instruct the instruct UNet, control the ControlNet of `control_mode`."""
+        The task's spec (its module under studio/tasks/) names the models it adds to the base, and the
+        preset's family the pipeline class: inpaint the preset's inpaint denoiser when it has one (else
+        the base's, which diffusers runs too), instruct the instruct denoiser, control the ControlNet of
+        `control_mode`."""
         spec = TASKS[task]
         if task not in self.family.pipelines:
             raise ModelUnavailableError(self.family.missing_task_message(task, self.preset.name))
@@ -435,15 +433,16 @@ class ModelManager:
         """The model a task's images are made with, for their infotext: a hub id, or a checkpoint's
         file stem (as A1111 writes it)."""
         ref = self._model_ref(task)
-        return Path(ref).stem if ref.endswith((".safetensors", ".gguf")) else ref
+        return Path(ref).stem if ref.endswith(CHECKPOINT_SUFFIXES) else ref
 
     def model_infotext(self, task: str, vae: str = "") -> dict:
-        """A1111's "Model hash" of a checkpoint, and "VAE hash" / "VAE" of a chosen VAE."""
+        """A1111's "Model hash" of a checkpoint, "VAE hash" / "VAE" of a chosen VAE, and the
+        settings that change the pixels (--fp8, --channels-last)."""
         extra = {"Diffusion in Low Bits": "float8-e4m3fn"} if self.fp8 else {}  # Forge's key for it
         if self.channels_last:  # other convolution kernels: a pixel may move by a level
             extra["Memory format"] = "channels last"
         ref = self._model_ref(task)
-        if ref.endswith((".safetensors", ".gguf")):
+        if ref.endswith(CHECKPOINT_SUFFIXES):
             extra["Model hash"] = self.user_models.checkpoints.short_hash(Path(ref))
         if vae:
             extra["VAE hash"] = self.user_models.vaes.short_hash(self.user_models.vaes.path(vae))

@@ -133,6 +133,11 @@ class Preset:
         """The hub id or folder for `role`, or None when this preset has no model for it."""
         return self.models.get(role)
 
+    def missing_model_message(self, role: str) -> str:
+        """What a tab that needs `role` says when this preset has no model for it."""
+        return (f"The preset '{self.name}' has no {role} model, so this tab is not available with it. "
+                f"Add '{role}' under [models] in presets/{self.name}.toml or pick another preset.")
+
 
 def _check_types(table: dict, schema: dict, path: Path, prefix: str = "") -> None:
     for key, value in table.items():

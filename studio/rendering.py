@@ -86,32 +86,37 @@ def resolve_seed(seed: int) -> int:
     return random.randint(0, MAX_SEED) if seed == -1 else seed
 
 
-def _step_callback(on_step: StepCallback | None, total: int, stop: threading.Event | None,
-                   on_preview: PreviewCallback | None, manager: ModelManager, size: list):
+@dataclass
+class _StepCallback:
     """A diffusers `callback_on_step_end` that reports progress over several pipeline calls, makes
     a cheap preview every few steps, and leaves the loop when this job's Stop event is set (every
-    pipeline honours an exception, not all of them check `_interrupt`). `size[0]` is the size of
-    the pass running (packed latents do not tell it)."""
-    done = 0
+    pipeline honours an exception, not all of them check `_interrupt`). `size` is the image size of
+    the pass running, set by each pass (FLUX.1's packed latents do not tell it)."""
 
-    def callback(pipe, step, timestep, kwargs):
-        nonlocal done
-        done += 1
-        if on_step is not None:
-            on_step(done, total)
-        if on_preview is not None and done % PREVIEW_EVERY == 0 and "latents" in kwargs:
-            on_preview(_preview(manager, kwargs["latents"], size[0]))
-        if stop is not None and stop.is_set():
+    on_step: StepCallback | None
+    total: int
+    stop: threading.Event | None
+    on_preview: PreviewCallback | None
+    manager: ModelManager
+    size: tuple[int, int] = (0, 0)
+    done: int = 0
+
+    def __call__(self, pipe, step, timestep, kwargs):
+        self.done += 1
+        if self.on_step is not None:
+            self.on_step(self.done, self.total)
+        if self.on_preview is not None and self.done % PREVIEW_EVERY == 0 and "latents" in kwargs:
+            self.on_preview(_preview(self.manager, pipe, kwargs["latents"], self.size))
+        if self.stop is not None and self.stop.is_set():
             raise _Stopped
         return kwargs
 
-    return callback
 
-
-def _preview(manager: ModelManager, latents, size: tuple[int, int]) -> Image.Image:
+def _preview(manager: ModelManager, pipe, latents, size: tuple[int, int]) -> Image.Image:
     decoder = manager.preview_decoder()
     start = time.perf_counter()
-    image = latents_to_preview(manager.family.latent.unpack(latents, size), manager.family.latent, decoder)
+    family = manager.family
+    image = latents_to_preview(family.unpack_latents(pipe, latents, size), family.latent, decoder)
     if decoder is not None:
         manager.note_preview_time(time.perf_counter() - start)
     return image
@@ -137,9 +142,8 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
     device reports them."""
     hires = plan.hires
     total_steps = (plan.steps_run + (hires.steps_run if hires else 0)) * request.batch_count
+    callback = _StepCallback(on_step, total_steps, stop, on_preview, manager)
     first_size = (plan.inputs["width"], plan.inputs["height"]) if hires else plan.size
-    pass_size = [first_size]
-    callback = _step_callback(on_step, total_steps, stop, on_preview, manager, pass_size)
     images, stopped, memory = _run_pass(manager, request, plan.task, plan.control_mode, request.steps, seeds,
                                         callback, lambda batch: plan.inputs, first_size, told)
     if hires is None:
@@ -151,7 +155,6 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
         return upscaled, False, memory
     size = request.batch_size
     inputs = [{"image": upscaled[k * size:(k + 1) * size], "strength": hires.strength} for k in range(len(seeds))]
-    pass_size[0] = hires.size
     # Image to Image shares the base weights: no model loads, and the request's LoRAs apply again.
     images, stopped, hires_memory = _run_pass(manager, request, "img2img", None, hires.steps, seeds, callback,
                                               lambda batch: inputs[batch], hires.size, told)
@@ -161,10 +164,11 @@ def _denoise(manager: ModelManager, request: GenerationRequest, plan: Plan, seed
 
 
 def _run_pass(manager: ModelManager, request: GenerationRequest, task: str, control_mode: str | None, steps: int,
-              seeds: list[list[int]], callback, inputs_of: Callable[[int], dict], size: tuple[int, int],
+              seeds: list[list[int]], callback: _StepCallback, inputs_of: Callable[[int], dict], size: tuple[int, int],
               told: _Told):
     """One pipeline call per batch, with batch k's own inputs; (images, stopped, memory)."""
     images: list[Image.Image] = []
+    callback.size = size
     with manager.pipeline(task, request.sampler, control_mode, request.loras, request.vae,
                           request.step_cache) as pipe:
         # Encoded inside the lend: the request's LoRAs on the text encoder apply.

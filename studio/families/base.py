@@ -49,16 +49,6 @@ class LatentFormat:
     # Least-squares fit of RGB to the latent channels (A1111's / ComfyUI's "approximate" previews).
     rgb_factors: tuple[tuple[float, float, float], ...]
     rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    packed: bool = False  # FLUX.1 packs 2x2 patches: (B, h/2 * w/2, channels * 4)
-
-    def unpack(self, latents, size: tuple[int, int]):
-        """(B, channels, h, w) latents of an image of `size` (pixels), whatever the pipeline's layout."""
-        if not self.packed:
-            return latents[:, : self.channels]
-        width, height = size[0] // 8, size[1] // 8
-        batch = latents.shape[0]
-        grid = latents.view(batch, height // 2, width // 2, self.channels, 2, 2)
-        return grid.permute(0, 3, 1, 4, 2, 5).reshape(batch, self.channels, height, width)
 
 
 @dataclass(frozen=True)
@@ -109,6 +99,10 @@ class Family:
     def task_inputs(self, task: str, inputs: dict, pipe, control_mode: str | None) -> dict:
         """The task's pipeline keyword arguments as this family's pipeline (`pipe`) takes them."""
         return inputs
+
+    def unpack_latents(self, pipe, latents, size: tuple[int, int]):
+        """The step callback's latents of an image of `size` (pixels) as (B, channels, h, w)."""
+        return latents[:, : self.latent.channels]
 
     def step_cache(self, name: str):
         """The diffusers cache config of a step cache named in Capabilities.step_caches."""

@@ -36,7 +36,7 @@ class Flux(Family):
         (0.0859, 0.0721, 0.0329), (0.0004, 0.0383, 0.0115), (0.0405, 0.0861, 0.0915), (-0.0236, -0.0185, -0.0259),
         (-0.0245, 0.0250, 0.1180), (0.1008, 0.0755, -0.0421), (-0.0515, 0.0201, 0.0011), (0.0428, -0.0012, -0.0036),
         (0.0817, 0.0765, 0.0749), (-0.1264, -0.0522, -0.1103), (-0.0280, -0.0881, -0.0499), (-0.1262, -0.0982, -0.0778),
-    ), rgb_bias=(-0.0329, -0.0718, -0.0851), packed=True)
+    ), rgb_bias=(-0.0329, -0.0718, -0.0851))
     size_multiple = 16
     pipelines = {
         "txt2img": "FluxPipeline",
@@ -71,9 +71,13 @@ class Flux(Family):
                 inputs["control_mode"] = UNION_MODES[control_mode]
         return inputs
 
+    def unpack_latents(self, pipe, latents, size: tuple[int, int]):
+        # FLUX.1's latents come packed in 2x2 patches, (B, h/2 * w/2, 64): the pipeline's own unpacking.
+        return pipe._unpack_latents(latents, size[1], size[0], pipe.vae_scale_factor)
+
     def call_kwargs(self, request) -> dict:
         # The prompt embeddings come one row per image (FluxPipeline does not repeat given ones).
-        return {"guidance_scale": request.guidance_scale, "num_images_per_prompt": 1}
+        return super().call_kwargs(request) | {"num_images_per_prompt": 1}
 
     def encode_prompts(self, pipe, request, embeddings, syntax: str, caps):
         from studio.families.flux_prompts import encode_flux_prompt
