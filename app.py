@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -115,6 +116,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A stop from a service manager (SIGTERM) ends the server as Ctrl-C does, so the saves finish.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_from_args(parse_args(argv))
@@ -151,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"The share link could not be made ({type(exc).__name__}: {exc}). "
                   f"The studio keeps running locally.", file=sys.stderr, flush=True)
         demo.block_thread()
-        return 0
-    demo.launch(**launch)
+    else:
+        demo.launch(**launch)
+    if not studio.close(timeout=60):  # the server has closed: images being saved are written whole
+        print("Some images were still being saved after 60 s and may be missing.", file=sys.stderr, flush=True)
     return 0
 
 

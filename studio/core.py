@@ -21,6 +21,7 @@ from studio.control import CONTROL_MODES, poses_from_detection
 from studio.errors import PresetError, RequestError, StudioError
 from studio.history import History
 from studio.imaging import check_image
+from studio.jobs import InFlight
 from studio.loras import LoraInfo, LoraLibrary
 from studio.model_pool import ModelPool
 from studio.models import ModelManager, checkpoint_config
@@ -45,6 +46,7 @@ class Studio:
         self.outputs = OutputStore(settings.outputs_dir, settings.png_compress)
         self.outputs.remove_partial_files()  # left by a process killed while saving
         self.history = History(settings.outputs_dir / "history.sqlite3", shared=settings.shared_history)
+        self.history.remove_missing()  # rows of files a killed save never renamed into place
         self.backend = backend or choose_backend(settings, self.pool)
         # The GPU's slots: a job holds one while it renders and gives it up before it saves its
         # PNGs, so the next job renders beside the save. (A backend that queues its own jobs, Ray's,
@@ -52,6 +54,7 @@ class Studio:
         self._gpu_slots = threading.BoundedSemaphore(self.backend.concurrency)
         self._waiting = 0
         self._waiting_lock = threading.Lock()
+        self._saves = InFlight()  # saves under way, which close() waits for
 
     def preset_names(self) -> list[str]:
         return available_presets(self.settings.presets_dir)
@@ -204,21 +207,30 @@ class Studio:
         return result
 
     def _save(self, rendered: Rendered, task: str, owner: str) -> list[Path]:
-        """Each image's PNG and its history row (after the GPU slot is given up). A save that fails
-        (a full disk, a folder it may not write) says so; the images saved before it keep their rows."""
+        """Each image's PNG and its history row (after the GPU slot is given up; the row goes in just
+        before its file appears). A save that fails (a full disk, a folder it may not write) says so;
+        the images saved before it keep their rows."""
         paths: list[Path] = []
-        try:
-            for image, infotext, seed in zip(rendered.images, rendered.infotexts, rendered.seeds):
-                paths.append(self.outputs.save(image, infotext, task, seed))
-        except OSError as exc:
-            total = len(rendered.images)
-            raise StudioError(
-                f"Image {len(paths) + 1} of {total} could not be saved in {self.settings.outputs_dir} "
-                f"({exc.strerror or exc}). Free some disk space or let the studio write there, then generate "
-                f"again{f'; the {len(paths)} before it are in your history' if paths else ''}.") from None
-        finally:
-            self.history.add_many(owner, task, list(zip(paths, rendered.seeds, rendered.infotexts)))
+        recorded: list[Path] = []
+        with self._saves:
+            try:
+                for image, infotext, seed in zip(rendered.images, rendered.infotexts, rendered.seeds):
+                    def record(path: Path, seed=seed, infotext=infotext) -> None:
+                        self.history.add_many(owner, task, [(path, seed, infotext)])
+                        recorded.append(path)
+                    paths.append(self.outputs.save(image, infotext, task, seed, record))
+            except OSError as exc:
+                self.history.remove_missing(recorded)  # a row whose file did not appear
+                total = len(rendered.images)
+                raise StudioError(
+                    f"Image {len(paths) + 1} of {total} could not be saved in {self.settings.outputs_dir} "
+                    f"({exc.strerror or exc}). Free some disk space or let the studio write there, then generate "
+                    f"again{f'; the {len(paths)} before it are in your history' if paths else ''}.") from None
         return paths
+
+    def close(self, timeout: float = 60.0) -> bool:
+        """At shutdown: wait (up to `timeout` s) for the saves under way to finish. False if some did not."""
+        return self._saves.wait_idle(timeout)
 
     def _render(self, request: GenerationRequest, preset: Preset, events: JobEvents) -> Rendered:
         """The backend's render, in one of the GPU's slots: waiting for one says its place, and a

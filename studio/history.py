@@ -1,9 +1,10 @@
 """Every generation, recorded in SQLite next to the outputs: who made it, in which tab, when, with
 which parameters, and where the PNG is.
 
-One row per image, written after its file is complete (the file is renamed into place first), in
-one transaction: a generation killed mid-save leaves no half file and no row without a file.
-Deleting removes the row first, then the file, for the same reason.
+One row per image, written once its file is complete and just before the file is renamed into
+place (studio/outputs.py), so every PNG has its row; a process killed between the two leaves a row
+without a file, which remove_missing() deletes at the next start. Deleting removes the row first,
+then the file, for the same reason.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ class History:
                     "INSERT INTO generations (owner, tab, created, path, seed, infotext) VALUES (?, ?, ?, ?, ?, ?)",
                     [(owner, tab, now, str(path), seed, text) for path, seed, text in items],
                 )
+
+    def remove_missing(self, paths: list[Path] | None = None) -> int:
+        """Delete the rows (of `paths`, or all) whose file does not exist; how many went."""
+        with self._lock:
+            if paths is None:
+                paths = [Path(row[0]) for row in self._db.execute("SELECT path FROM generations")]
+            gone = [(str(path),) for path in paths if not path.exists()]
+            if gone:
+                with _transaction(self._db):
+                    self._db.executemany("DELETE FROM generations WHERE path = ?", gone)
+        return len(gone)
 
     def _scope(self, owner: str) -> tuple[str, tuple]:
         return ("", ()) if self.shared else ("WHERE owner = ?", (owner,))

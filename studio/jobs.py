@@ -48,3 +48,24 @@ class JobBoard:
         """The summary of `owner`'s last finished job; "" while one runs or after one failed."""
         with self._lock:
             return self._summaries.get(owner, "")
+
+
+class InFlight:
+    """Counts work under way (a `with` block each), so a shutdown can wait for it to finish."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._idle:
+            self._count += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._idle:
+            self._count -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout)

@@ -12,6 +12,7 @@ import tempfile
 import threading
 from datetime import date
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -37,8 +38,11 @@ class OutputStore:
         numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _NUMBERED.match(p.name))]
         return max(numbers, default=0) + 1
 
-    def save(self, image: Image.Image, infotext: str, task: str, seed: int) -> Path:
-        """Write `image` as PNG with `infotext`; the file appears whole or not at all."""
+    def save(self, image: Image.Image, infotext: str, task: str, seed: int,
+             record: Callable[[Path], None] = lambda path: None) -> Path:
+        """Write `image` as PNG with `infotext`; the file appears whole or not at all. `record(path)`
+        (its history row) runs before the file appears, so every PNG has its row; a kill between
+        the two leaves a row without a file, which History.remove_missing() deletes at the next start."""
         folder = self.root / task / date.today().isoformat()
         folder.mkdir(parents=True, exist_ok=True)
         info = PngInfo()
@@ -52,6 +56,7 @@ class OutputStore:
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(encoded.getbuffer())
+                record(path)
                 os.replace(tmp, path)
             except BaseException:
                 os.unlink(tmp)

@@ -73,6 +73,32 @@ def test_the_next_job_renders_while_the_first_is_still_saving(own_studio):
     assert steps_while_saving and steps_while_saving[0]  # it stepped before the first save ended
 
 
+def test_close_waits_for_the_saves_under_way(own_studio):
+    """At shutdown (app.py calls close() once the server has stopped) an image being saved is written
+    whole, with its row."""
+    import threading
+    import time
+
+    from studio.requests import Txt2ImgRequest
+
+    saving, save = threading.Event(), own_studio.outputs.save
+
+    def slow_save(*args):
+        saving.set()
+        time.sleep(1.0)
+        return save(*args)
+
+    own_studio.outputs.save = slow_save
+    request = Txt2ImgRequest(prompt="a boat", steps=2, width=64, height=64, seed=1)
+    job = threading.Thread(target=own_studio.generate, args=(request,), kwargs={"owner": "ann"})
+    job.start()
+    assert saving.wait(60)
+    assert not own_studio.close(timeout=0.1)  # still saving
+    assert own_studio.close(timeout=30)
+    assert len(list(own_studio.settings.outputs_dir.rglob("*.png"))) == 1 == len(own_studio.history.page("ann", 0, 9))
+    job.join()
+
+
 def test_a_save_that_fails_says_so_and_the_next_job_saves(own_studio):
     import errno
 
@@ -98,3 +124,70 @@ def test_a_save_that_fails_says_so_and_the_next_job_saves(own_studio):
     pngs = list((own_studio.settings.outputs_dir).rglob("*.png"))
     assert len(pngs) == 3 == len(own_studio.history.page("ann", 0, 10)) and not list(
         own_studio.settings.outputs_dir.rglob("*.tmp"))
+
+
+# --- killed while saving -------------------------------------------------------------------------
+
+KILLED_SAVE = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+import studio.outputs
+from studio.core import Studio
+from studio.rendering import Rendered
+from studio.settings import Settings
+
+models, outputs, presets, point = sys.argv[1:]
+studio = Studio(Settings(preset="tiny", models_dir=Path(models), outputs_dir=Path(outputs),
+                         presets_dir=Path(presets), device="cpu"))
+renames, real_fdopen, real_replace = [], os.fdopen, os.replace
+
+class HalfWritten:  # writes half the PNG to disk, then the process dies
+    def __init__(self, handle): self.handle = handle
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.handle.close()
+    def write(self, data):
+        self.handle.write(bytes(data)[: len(data) // 2]); self.handle.flush(); os.kill(os.getpid(), signal.SIGKILL)
+
+def replace(src, dst):  # the second image: killed after its row, before its rename
+    renames.append(dst)
+    if len(renames) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst)
+
+if point == "writing":
+    studio.outputs.save.__globals__["os"].fdopen = lambda fd, mode: HalfWritten(real_fdopen(fd, mode))
+else:
+    studio.outputs.save.__globals__["os"].replace = replace
+image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+studio._save(Rendered(images=[image, image], infotexts=["a fox\\nSeed: 1", "a fox\\nSeed: 2"], seeds=[1, 2]),
+             "txt2img", "ann")
+"""
+
+
+@pytest.mark.parametrize(("point", "saved"), [("writing", 0), ("renaming", 1)])
+def test_a_kill_during_a_save_leaves_no_half_file_and_no_row_without_its_file(settings, tmp_path, point, saved):
+    """Killed halfway through writing the first PNG, or after the second's row and before its file is
+    renamed into place: at the next start no half file is left, every PNG has its row and every row
+    its PNG."""
+    import dataclasses
+    import signal
+    import subprocess
+    import sys
+
+    from studio.core import Studio
+
+    outputs = tmp_path / "outputs"
+    run = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(settings.models_dir), str(outputs),
+                          str(settings.presets_dir), point], capture_output=True, text=True, timeout=120)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    assert list(outputs.rglob("*.png.tmp"))  # the kill left its temp file ...
+    restarted = Studio(dataclasses.replace(settings, outputs_dir=outputs))
+    assert not list(outputs.rglob("*.tmp"))  # ... which the next start removes
+    pngs = sorted(outputs.rglob("*.png"))
+    rows = restarted.history.page("ann", 0, 10)
+    assert len(pngs) == saved == len(rows) and [row.path for row in rows] == pngs
+    for png in pngs:
+        with Image.open(png) as whole:
+            whole.load()  # the one saved before the kill is whole

@@ -118,9 +118,13 @@ def test_listen_without_auth_warns_and_prints_the_lan_url(tmp_path, models_dir):
             output += proc.stdout.readline()
         assert "Serving the LAN: http://" in output and f":{port}/" in output
         assert "asks for no login" in output and "--auth user:password" in output
+        while "public link" not in output and time.monotonic() < deadline:  # launched, then stopped
+            output += proc.stdout.readline()
+        time.sleep(3)  # launch() ends with a few checks before it blocks on the server
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        proc.send_signal(signal.SIGTERM)  # as a service manager stops it: closed like Ctrl-C, saves awaited
+        code = proc.wait(timeout=30)
+    assert code == 0
 
 
 # --- many users at once -----------------------------------------------------------------------
