@@ -25,6 +25,11 @@ ROLES = ("base", "inpaint", "instruct", *(f"control.{mode}" for mode in CONTROL_
 # A table whose keys are the user's own names and whose values are strings ([loras]).
 NAMED_STRINGS = "named strings"
 
+# One few-step speed preset ([speed.<name>]): a LoRA of [loras] with the sampler, steps and CFG it
+# is made for, which the page sets with one pick.
+_SPEED_SCHEMA: dict = {"title": str, "lora": str, "weight": float, "sampler": str, "steps": int,
+                       "guidance_scale": float}
+
 # The schema: key -> expected type, or a nested table. `float` also accepts integers.
 _SCHEMA: dict = {
     "title": str,
@@ -46,6 +51,7 @@ _SCHEMA: dict = {
         "control": {mode: str for mode in CONTROL_MODES},  # the modes studio/control.py makes maps for
     },
     "loras": NAMED_STRINGS,  # name -> hub id ("org/repo" or "org/repo/file.safetensors") or "./file"
+    "speed": _SPEED_SCHEMA,  # [speed.<name>] tables, each of these keys
     "defaults": {
         "steps": int,
         "guidance_scale": float,
@@ -88,6 +94,18 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class SpeedPreset:
+    """A few-step LoRA (LCM, TCD, Hyper-SD) and the settings it is made for."""
+
+    title: str
+    lora: str
+    sampler: str
+    steps: int
+    guidance_scale: float
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     title: str
@@ -113,6 +131,7 @@ class Preset:
     guidance: str | None = None  # None: the family's kind
     max_prompt_tokens: int | None = None  # None: the family's
     licence: str = ""
+    speed: dict[str, SpeedPreset] = field(default_factory=dict)  # name -> a few-step speed preset
 
     @property
     def base_id(self) -> str:
@@ -152,6 +171,13 @@ def _check_types(table: dict, schema: dict, path: Path, prefix: str = "") -> Non
             for name, ref in value.items():
                 if not isinstance(ref, str):
                     raise PresetError(f"{path}: '{dotted}.{name}' must be a string, got {type(ref).__name__}")
+            continue
+        if expected is _SPEED_SCHEMA:
+            for name, table in value.items() if isinstance(value, dict) else [("", value)]:
+                if not isinstance(table, dict):
+                    raise PresetError(f"{path}: '{dotted}' must hold tables ([{dotted}.<name>]) of "
+                                      f"{', '.join(_SPEED_SCHEMA)}")
+                _check_types(table, _SPEED_SCHEMA, path, f"{dotted}.{name}.")
             continue
         if isinstance(expected, dict):
             if not isinstance(value, dict):
@@ -225,8 +251,10 @@ def parse_preset(path: Path) -> Preset:
         guidance=data.get("guidance"),
         max_prompt_tokens=data.get("max_prompt_tokens"),
         licence=data.get("licence", ""),
+        speed={name: _speed_preset(name, table, path) for name, table in data.get("speed", {}).items()},
     )
     _check_defaults_within_limits(preset, path)
+    _check_speed_presets(preset, path)
     config = preset.checkpoint_config
     if config is not None and not config.startswith("./") and not (CONFIGS_DIR / config / "model_index.json").is_file():
         shipped = ", ".join(sorted(p.name for p in CONFIGS_DIR.iterdir() if p.is_dir()))
@@ -247,6 +275,26 @@ def _check_defaults_within_limits(preset: Preset, path: Path) -> None:
     if d.sampler not in preset.capabilities.samplers:
         raise PresetError(f"{path}: 'defaults.sampler' ({d.sampler!r}) is not one of {preset.family_spec.title}'s "
                           f"samplers: {', '.join(preset.capabilities.samplers)}")
+
+
+def _speed_preset(name: str, table: dict, path: Path) -> SpeedPreset:
+    missing = [key for key in _SPEED_SCHEMA if key not in table and key != "weight"]
+    if missing:
+        raise PresetError(f"{path}: 'speed.{name}' is missing {', '.join(missing)}")
+    return SpeedPreset(**table)
+
+
+def _check_speed_presets(preset: Preset, path: Path) -> None:
+    for name, speed in preset.speed.items():
+        if speed.lora not in preset.loras:
+            raise PresetError(f"{path}: 'speed.{name}.lora' ({speed.lora!r}) must name one of [loras]: "
+                              f"{', '.join(preset.loras) or '(none)'}")
+        if speed.sampler not in preset.capabilities.samplers:
+            raise PresetError(f"{path}: 'speed.{name}.sampler' ({speed.sampler!r}) is not one of "
+                              f"{', '.join(preset.capabilities.samplers)}")
+        if not 0 < speed.steps <= preset.limits.max_steps:
+            raise PresetError(f"{path}: 'speed.{name}.steps' must be from 1 to 'limits.max_steps' "
+                              f"({preset.limits.max_steps}), got {speed.steps}")
 
 
 def available_presets(presets_dir: Path) -> list[str]:

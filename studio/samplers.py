@@ -20,6 +20,9 @@ DIFFUSION_SAMPLERS: dict[str, tuple[str, dict]] = {
     "DDIM": ("DDIMScheduler", {}),
     "UniPC": ("UniPCMultistepScheduler", {}),
     "LCM": ("LCMScheduler", {}),
+    # For the few-step LoRAs: TCD's own sampler, and DDIM on trailing timesteps (Hyper-SD's).
+    "TCD": ("TCDScheduler", {}),
+    "DDIM Trailing": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
 }
 
 # Flow matching (FLUX.1): schedulers whose set_timesteps takes the pipeline's sigmas and its

@@ -277,3 +277,23 @@ def test_picking_flux_fits_the_page_to_its_family_and_generates(page):
     page.get_by_role("option", name="tiny", exact=True).click()
     expect(negative).to_be_visible()
     expect(slider("CFG scale").first).to_be_visible()
+
+
+def test_a_speed_preset_sets_its_lora_sampler_steps_and_cfg_in_one_pick(page):
+    """Picking "LCM-LoRA" puts the preset's few-step LoRA in the LoRA picker and its sampler, steps and
+    CFG in the sliders; the image is made with them; "off" takes the LoRA out and brings the defaults back."""
+    page.get_by_label("Speed preset").first.click()
+    page.get_by_role("option", name="LCM-LoRA · 4 steps").click()
+    page.locator("#txt2img-prompt textarea").fill("a lighthouse at night")
+    page.locator("#txt2img-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-info textarea').value.includes('Sampler: LCM')", timeout=60_000)
+    info = page.locator("#txt2img-info textarea").input_value()
+    assert "<lora:tiny-style:0.8>" in info and "Steps: 4," in info and "CFG scale: 1.5" in info
+    page.get_by_label("Speed preset").first.click()
+    page.get_by_role("option", name="off").click()
+    page.locator("#txt2img-generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img-info textarea').value.includes('Sampler: Euler a')", timeout=60_000)
+    info = page.locator("#txt2img-info textarea").input_value()
+    assert "lora" not in info.lower() and "Steps: 8," in info and "CFG scale: 7" in info

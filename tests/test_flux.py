@@ -227,7 +227,7 @@ def test_a_step_cache_is_written_to_the_infotext_and_leaves_no_trace(studio, fre
     cached = txt2img(studio, step_cache=cache, steps=6)
     assert f"Step cache: {cache}" in cached.infotexts[0] and cached.images[0].size == (64, 64)
     assert np.array_equal(pixels(txt2img(studio).images[0]), fresh)  # off again: the exact image
-    with pytest.raises(RequestError, match="This model takes no step cache \\('first-block'\\): leave Step cache off"):
+    with pytest.raises(RequestError, match="Unknown step cache 'first-block'. Choose one of: deepcache"):
         studio.generate(Txt2ImgRequest(prompt="x", steps=2, step_cache="first-block"), preset="tiny")
 
 

@@ -111,3 +111,28 @@ def test_model_cache_budget_is_read_and_checked(tmp_path):
     assert load_preset("sd15", PRESETS).model_cache_mb == 2900
     with pytest.raises(PresetError, match="'model_cache_mb' must be 0 \\(no limit\\) or more, got -5"):
         parse_preset(write(tmp_path, "model_cache_mb = -5\n" + MINIMAL))
+
+
+SPEED = MINIMAL + '[loras]\nlcm = "latent-consistency/lcm-lora-sdv1-5"\n[speed.lcm]\ntitle = "LCM · 6 steps"\n'
+
+
+def test_speed_presets_are_read_and_checked(tmp_path):
+    """A few-step LoRA preset names a LoRA of [loras], a sampler of the family and steps within the limits."""
+    sd15 = load_preset("sd15", PRESETS)
+    assert {s.sampler for s in sd15.speed.values()} == {"LCM", "TCD", "DDIM Trailing"}
+    assert all(speed.lora in sd15.loras for speed in sd15.speed.values())
+    assert load_preset("flux-dev", PRESETS).speed["hyper"].weight == 0.125  # Hyper-FLUX's makers' weight
+    ok = SPEED + 'lora = "lcm"\nsampler = "LCM"\nsteps = 6\nguidance_scale = 1.5\n'
+    assert parse_preset(write(tmp_path, ok)).speed["lcm"].steps == 6
+    for body, message in [
+        ('lora = "lcm"\nsampler = "LCM"\nsteps = 6\n', "'speed.lcm' is missing guidance_scale"),
+        ('lora = "fast"\nsampler = "LCM"\nsteps = 6\nguidance_scale = 1\n',
+         r"'speed.lcm.lora' \('fast'\) must name one of \[loras\]: lcm"),
+        ('lora = "lcm"\nsampler = "Turbo"\nsteps = 6\nguidance_scale = 1\n',
+         r"'speed.lcm.sampler' \('Turbo'\) is not one of Euler"),
+        ('lora = "lcm"\nsampler = "LCM"\nsteps = 900\nguidance_scale = 1\n',
+         r"'speed.lcm.steps' must be from 1 to 'limits.max_steps' \(150\)"),
+        ('lora = "lcm"\nsampler = "LCM"\nsteps = 6\nguidance_scale = 1\nshift = 3\n', "unknown key 'speed.lcm.shift'"),
+    ]:
+        with pytest.raises(PresetError, match=message):
+            parse_preset(write(tmp_path, SPEED + body))

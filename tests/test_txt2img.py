@@ -251,3 +251,26 @@ def test_channels_last_keeps_the_image_within_a_level_says_so_and_skips_flux(set
     assert "Memory format: channels last" in made.infotexts[0] and "Memory format" not in plain.infotexts[0]
     flux = nhwc.generate(Txt2ImgRequest(**fields, sampler="Euler"), preset="tiny-flux")
     assert "Memory format" not in flux.infotexts[0]
+
+
+def test_deepcache_runs_the_deep_blocks_only_every_third_step_and_leaves_no_trace(studio):
+    """DeepCache on the UNet: the mid block runs on full steps only (4 of 12), the image stays close to
+    the exact one, the infotext says so, and the next request without it is the exact image again."""
+    from studio.requests import ControlRequest
+
+    exact = pixels(studio.generate(request(steps=12)).images[0])
+    mid_calls = []
+    hook = studio.manager().base_pipeline().unet.mid_block.resnets[0].register_forward_hook(
+        lambda *args: mid_calls.append(1))
+    try:
+        cached = studio.generate(request(steps=12, step_cache="deepcache"))
+    finally:
+        hook.remove()
+    assert len(mid_calls) == 4 and "Step cache: deepcache" in cached.infotexts[0]
+    mse = np.mean((pixels(cached.images[0]) - exact).astype(np.float64) ** 2)
+    assert 0 < mse and 10 * np.log10(255**2 / mse) > 25  # close, not the same
+    assert np.array_equal(pixels(studio.generate(request(steps=12)).images[0]), exact)
+    scribble = Image.new("RGB", (64, 64), "black")
+    controlled = studio.generate(ControlRequest(prompt="a fox", control_image=scribble, steps=6, width=64, height=64,
+                                                seed=1, step_cache="deepcache"))
+    assert controlled.images[0].size == (64, 64)  # the ControlNet's residuals join the cached ones

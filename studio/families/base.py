@@ -10,9 +10,10 @@ family.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 from studio.errors import RequestError
 
@@ -107,6 +108,16 @@ class Family:
     def step_cache(self, name: str):
         """The diffusers cache config of a step cache named in Capabilities.step_caches."""
         raise NotImplementedError
+
+    @contextmanager
+    def step_cached(self, denoiser, name: str) -> Iterator:
+        """Step cache `name` on `denoiser` inside the block (diffusers' cache hooks by default); off
+        after it, which gives back the uncached outputs bit for bit (tested)."""
+        denoiser.enable_cache(self.step_cache(name))
+        try:
+            yield
+        finally:
+            denoiser.disable_cache()
 
     def call_kwargs(self, request) -> dict:
         """Guidance and the like, for every pipeline call of `request` (they may override

@@ -12,7 +12,7 @@ from studio.samplers import DIFFUSION_SAMPLERS
 class SD1(UNetFamily):
     name = "sd"
     title = "SD 1.x/2.x"
-    capabilities = Capabilities(samplers=tuple(DIFFUSION_SAMPLERS))
+    capabilities = Capabilities(samplers=tuple(DIFFUSION_SAMPLERS), step_caches=("deepcache",))
     latent = LatentFormat(4, ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721),
                               (-0.2120, -0.2616, -0.7177)))
     pipelines = {

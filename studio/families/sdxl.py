@@ -13,7 +13,7 @@ from studio.samplers import DIFFUSION_SAMPLERS
 class SDXL(UNetFamily):
     name = "sdxl"
     title = "SDXL"
-    capabilities = Capabilities(samplers=tuple(DIFFUSION_SAMPLERS))
+    capabilities = Capabilities(samplers=tuple(DIFFUSION_SAMPLERS), step_caches=("deepcache",))
     latent = LatentFormat(4, ((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111, -0.0362),
                               (-0.3165, -0.2492, -0.2188)), rgb_bias=(0.1084, -0.0175, -0.0011))
     pipelines = {

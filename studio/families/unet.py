@@ -22,6 +22,11 @@ class UNetFamily(Family):
     variant_channels = {"inpaint": 9, "instruct": 8}
     samplers = DIFFUSION_SAMPLERS
 
+    def step_cached(self, denoiser, name: str):
+        from studio.families.deepcache import deep_cached
+
+        return deep_cached(denoiser)  # the one step cache of UNets: "deepcache"
+
     def encode_prompts(self, pipe, request, embeddings, syntax: str, caps):
         from studio.families import clip_prompts
 

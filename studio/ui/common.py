@@ -63,6 +63,7 @@ class Sampling:
     reuse_seed: gr.Button  # ♻️: the seed of the image shown in the results panel
     loras: gr.Textbox  # "name:weight, ..." kept by the LoRA picker; the API's `loras` argument
     step_cache: gr.Dropdown  # diffusers' cache hooks, where the family has them (FLUX.1)
+    speed: gr.Dropdown  # the preset's few-step LoRAs ([speed]): one pick sets LoRA, sampler, steps, CFG
 
 
 @dataclass
@@ -141,18 +142,49 @@ def sampling_controls(studio, preset_box, defaults: Defaults, caps: Limits, batc
     step_cache = gr.Dropdown([NO_STEP_CACHE, *family.step_caches], value=NO_STEP_CACHE, label="Step cache",
                              info="faster, approximate: skips denoiser work between similar steps",
                              visible=bool(family.step_caches))
-    loras = lora_picker(studio, preset_box)
-    return Sampling(sampler, steps, guidance, seed, batch_count, batch_size, reuse_seed, loras, step_cache)
+    speeds = _speed_titles(studio.default_preset)
+    speed = gr.Dropdown([NO_SPEED, *speeds], value=NO_SPEED, label="Speed preset", visible=bool(speeds),
+                        info="a few-step LoRA (LCM, TCD, Hyper-SD) with the sampler, steps and CFG it is made for")
+    loras, slots = lora_picker(studio, preset_box)
+    slot_values = [component for slot in slots for component in slot]
+
+    def speed_picked(preset_name, title, *values):
+        try:
+            preset = studio.preset(preset_name)
+        except StudioError as exc:
+            raise user_error(str(exc)) from None
+        chosen = next((s for s in preset.speed.values() if s.title == title), None)
+        speed_loras = {s.lora for s in preset.speed.values()}
+        pairs = [(name, weight) for name, weight in zip(values[0::2], values[1::2]) if name and name not in speed_loras]
+        if chosen is not None:  # in the first free slot (the last one when all are taken)
+            pairs = pairs[:LORA_SLOTS - 1] + [(chosen.lora, chosen.weight)]
+        pairs += [("", 1.0)] * (LORA_SLOTS - len(pairs))
+        d = preset.defaults
+        sampler_, steps_, cfg = ((chosen.sampler, chosen.steps, chosen.guidance_scale) if chosen
+                                 else (d.sampler, d.steps, d.guidance_scale))
+        return (sampler_, steps_, cfg, *(value for pair in pairs for value in pair))
+
+    speed.input(speed_picked, inputs=[preset_box, speed, *slot_values],
+                outputs=[sampler, steps, guidance, *slot_values], api_visibility="private", queue=False)
+    return Sampling(sampler, steps, guidance, seed, batch_count, batch_size, reuse_seed, loras, step_cache, speed)
+
+
+NO_SPEED = "off"
+
+
+def _speed_titles(preset) -> list[str]:
+    return [speed.title for speed in preset.speed.values()]
 
 
 LORA_SLOTS = 4
 NO_STEP_CACHE = "off"
 
 
-def lora_picker(studio, preset_box) -> gr.Textbox:
+def lora_picker(studio, preset_box) -> tuple[gr.Textbox, list[tuple[gr.Dropdown, gr.Slider]]]:
     """Up to four LoRAs with a weight each, a refresh button and what each LoRA's file says about
     itself. `<lora:name:weight>` in the prompt works as well. Returns the hidden text the picker
-    keeps ("name:weight, ..."), which the generate events take as their `loras` argument."""
+    keeps ("name:weight, ..."), which the generate events take as their `loras` argument, and the
+    (name, weight) slots."""
     names = studio.lora_names()
     slots = []
     with gr.Accordion("LoRA", open=False):
@@ -192,7 +224,7 @@ def lora_picker(studio, preset_box) -> gr.Textbox:
                   api_visibility="private", queue=False)
     preset_box.change(refreshed, inputs=preset_box, outputs=[name for name, _ in slots] + [details],
                       api_visibility="private", queue=False)
-    return text
+    return text, slots
 
 
 def _folder_note(studio) -> str:
@@ -375,7 +407,9 @@ def fit_to_preset(studio, preset_box: gr.Dropdown, sampling: Sampling, size: tup
                          visible=caps.guidance != "none"),
                   slider(1, lim.max_batch_count), slider(1, lim.max_batch_size),
                   gr.update(choices=[NO_STEP_CACHE, *caps.step_caches], value=NO_STEP_CACHE,
-                            visible=bool(caps.step_caches))]
+                            visible=bool(caps.step_caches)),
+                  gr.update(choices=[NO_SPEED, *_speed_titles(preset)], value=NO_SPEED,
+                            visible=bool(preset.speed))]
         if size is not None:
             result += [slider(d.width, lim.max_width, step=lim.size_multiple),
                        slider(d.height, lim.max_height, step=lim.size_multiple)]
@@ -387,7 +421,7 @@ def fit_to_preset(studio, preset_box: gr.Dropdown, sampling: Sampling, size: tup
         return tuple(result)
 
     outputs = [sampling.sampler, sampling.steps, sampling.guidance, sampling.batch_count, sampling.batch_size,
-               sampling.step_cache]
+               sampling.step_cache, sampling.speed]
     outputs += list(size or ())
     outputs += [row.negative, row.note] if row is not None else []
     outputs += [image_guidance] if image_guidance is not None else []
