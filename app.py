@@ -13,6 +13,7 @@ import socket
 import sys
 
 from studio import zerogpu  # noqa: F401  (imports `spaces` before anything touches CUDA, when present)
+from studio.attention import CHOICES as ATTENTION_CHOICES
 from studio.errors import BackendError, PresetError
 from studio.settings import Settings
 
@@ -70,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--channels-last", dest="channels_last", action="store_true",
                         help="UNets (SD 1.x, SDXL) in the channels-last memory format: faster convolutions on "
                              "recent NVIDIA GPUs, pixels may move by a level (written to the image's parameters)")
+    parser.add_argument("--attention", choices=ATTENTION_CHOICES,
+                        help="attention kernels: sdpa (PyTorch picks, the default), sdpa-math/-flash/-efficient/-cudnn "
+                             "(PyTorch's, held to one), flash-attn, sage or xformers (those packages, when installed; "
+                             "FLUX.1, and xformers on UNets too); written to the image's parameters when not sdpa")
     parser.add_argument("--fp8", action="store_true",
                         help="store the denoiser (UNet or FLUX.1's transformer) in float8, cast per layer as it runs: "
                              "half its memory, slightly different images (written to their parameters)"),

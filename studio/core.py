@@ -15,10 +15,12 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
+from studio import attention
 from studio.backends import choose_backend
 from studio.checkpoints import CheckpointInfo, fits_config, strip_a1111_title
 from studio.control import CONTROL_MODES, poses_from_detection
-from studio.errors import PresetError, RequestError, StudioError
+from studio.devices import pick_device
+from studio.errors import BackendError, PresetError, RequestError, StudioError
 from studio.history import History
 from studio.imaging import check_image
 from studio.jobs import InFlight
@@ -40,6 +42,11 @@ class Studio:
         self.settings = settings
         # This process's models: what LocalBackend and ZeroGPUBackend render with, and the pose
         # annotator and LoRA descriptions use whatever the backend.
+        if settings.attention != attention.DEFAULT:  # a kernel this machine lacks: said at start
+            try:
+                attention.check(settings.attention, pick_device(settings.device)[0])
+            except ValueError as exc:
+                raise BackendError(str(exc)) from None
         self.pool = ModelPool(settings, max_loaded_presets)
         self.user_models = self.pool.user_models
         self.default_preset = self.preset(settings.preset)  # fails fast on a bad name

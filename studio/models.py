@@ -22,7 +22,7 @@ from typing import Iterator
 
 import torch
 
-from studio import tiny
+from studio import attention, tiny
 from studio.adapters import AdapterManager
 from studio.checkpoints import CHECKPOINT_SUFFIXES, CheckpointFolder, config_folder
 from studio.devices import DTYPES, pick_device
@@ -117,6 +117,8 @@ class ModelManager:
         self.lowvram = settings.lowvram
         self.fp8 = settings.fp8
         self.channels_last = settings.channels_last and self.family.convolutional
+        self.attention = settings.attention  # studio/attention.py
+        self._attention_reaches: bool | None = None  # whether it reaches the denoisers (set as they load)
         # Where weights rest between requests: on the device, or in RAM under --lowvram.
         self.home = torch.device("cpu") if self.lowvram else self.device
         if self.lowvram and self.device.type == "cpu":
@@ -257,6 +259,7 @@ class ModelManager:
             denoiser.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype)
         if self.channels_last:
             denoiser.to(memory_format=torch.channels_last)
+        self._attention_reaches = attention.prepare(denoiser, self.attention)
         return denoiser
 
     def _cache_key(self, role: str) -> str:
@@ -354,7 +357,7 @@ class ModelManager:
                 self._schedulers[sampler] = make_scheduler(sampler, base.scheduler.config, self.family.samplers)
             pipe.scheduler = copy.deepcopy(self._schedulers[sampler])
             with self.adapters.applied(pipe, loras), self._vae_swapped(pipe, vae), self._offloaded(pipe), \
-                    self._step_cached(pipe, step_cache):
+                    self._step_cached(pipe, step_cache), attention.kernels(self.attention):
                 yield pipe
 
     @contextmanager
@@ -432,10 +435,12 @@ class ModelManager:
 
     def model_infotext(self, task: str, vae: str = "") -> dict:
         """A1111's "Model hash" of a checkpoint, "VAE hash" / "VAE" of a chosen VAE, and the
-        settings that change the pixels (--fp8, --channels-last)."""
+        settings that change the pixels (--fp8, --channels-last, --attention)."""
         extra = {"Diffusion in Low Bits": "float8-e4m3fn"} if self.fp8 else {}  # Forge's key for it
         if self.channels_last:  # other convolution kernels: a pixel may move by a level
             extra["Memory format"] = "channels last"
+        if self._attention_reaches:
+            extra["Attention"] = self.attention
         ref = self._model_ref(task)
         if ref.endswith(CHECKPOINT_SUFFIXES):
             extra["Model hash"] = self.user_models.checkpoints.short_hash(Path(ref))

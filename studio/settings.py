@@ -57,6 +57,9 @@ class Settings:
     # UNets (SD 1.x, SDXL) in the channels-last memory format: faster convolutions on recent GPUs;
     # other kernels, so pixels may move by a level (written to the infotext).
     channels_last: bool = False
+    # The attention kernels (studio/attention.py): sdpa lets PyTorch pick; sdpa-math/-flash/
+    # -efficient/-cudnn hold it to one; flash-attn, sage, xformers are packages (diffusers' dispatcher).
+    attention: str = "sdpa"
     # zlib level of the saved PNGs (0-9). 1: a 1024x1024 photo in 73 ms and 1.39 MB, against 339 ms
     # and 1.23 MB at Pillow's default 6 (measured on this machine's CPU); lossless either way.
     png_compress: int = 1
@@ -94,6 +97,10 @@ class Settings:
             raise ValueError(f"history must be auto, shared or private, got {self.history!r}")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32, float16 or bfloat16, got {self.dtype!r}")
+        from studio.attention import CHOICES as attention_choices
+
+        if self.attention not in attention_choices:
+            raise ValueError(f"attention must be one of {', '.join(attention_choices)}, got {self.attention!r}")
         if not 0 <= self.png_compress <= 9:
             raise ValueError(f"png_compress must be a zlib level from 0 (none) to 9, got {self.png_compress}")
         if self.workers < 0:

@@ -106,6 +106,10 @@ def test_memory_flags_and_their_variables_reach_the_settings(monkeypatch):
     from_env = app.settings_from_args(app.parse_args([]))
     assert (from_env.lowvram, from_env.model_cache_mb, from_env.vram_reserve_mb) == (True, 1500, 512)
     assert app.settings_from_args(app.parse_args(["--model-cache-mb", "900"])).model_cache_mb == 900
+    assert defaults.attention == "sdpa"
+    assert app.settings_from_args(app.parse_args(["--attention", "sdpa-math"])).attention == "sdpa-math"
+    monkeypatch.setenv("STUDIO_ATTENTION", "sdpa-flash")
+    assert app.settings_from_args(app.parse_args([])).attention == "sdpa-flash"
 
 
 def test_model_folder_prompt_and_api_flags_and_their_variables_reach_the_settings(monkeypatch, tmp_path):

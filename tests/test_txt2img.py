@@ -274,3 +274,28 @@ def test_deepcache_runs_the_deep_blocks_only_every_third_step_and_leaves_no_trac
     controlled = studio.generate(ControlRequest(prompt="a fox", control_image=scribble, steps=6, width=64, height=64,
                                                 seed=1, step_cache="deepcache"))
     assert controlled.images[0].size == (64, 64)  # the ControlNet's residuals join the cached ones
+
+
+def test_an_attention_kernel_is_written_to_the_infotext_and_one_this_machine_lacks_is_refused_at_start(
+        settings, studio, tmp_path):
+    """--attention sdpa-math holds PyTorch's SDPA to its math kernel (every family): the pixels stay
+    within a level and the infotext says it. A kernel or package this machine lacks is refused when the
+    studio starts, with what to do."""
+    import dataclasses
+
+    from studio.core import Studio
+    from studio.errors import BackendError
+
+    math = Studio(dataclasses.replace(settings, attention="sdpa-math", outputs_dir=tmp_path))
+    for preset, sampler in (("tiny", "Euler a"), ("tiny-flux", "Euler")):
+        fields = {"prompt": "a boat", "steps": 3, "width": 64, "height": 64, "seed": 3, "sampler": sampler}
+        made = math.generate(Txt2ImgRequest(**fields), preset=preset)
+        plain = studio.generate(Txt2ImgRequest(**fields), preset=preset)
+        assert np.abs(pixels(made.images[0]) - pixels(plain.images[0])).max() <= 2
+        assert "Attention: sdpa-math" in made.infotexts[0] and "Attention" not in plain.infotexts[0]
+    with pytest.raises(BackendError, match="--attention sdpa-efficient: PyTorch has no such kernel on cpu"):
+        Studio(dataclasses.replace(settings, attention="sdpa-efficient", outputs_dir=tmp_path))
+    with pytest.raises(BackendError, match="--attention sage: .*sageattention.*leave --attention at sdpa"):
+        Studio(dataclasses.replace(settings, attention="sage", outputs_dir=tmp_path))
+    with pytest.raises(ValueError, match="attention must be one of sdpa, sdpa-math"):
+        dataclasses.replace(settings, attention="fast")
