@@ -181,27 +181,114 @@ def _png(image, level: int) -> bytes:
     return buffer.getvalue()
 
 
-def bench_channels_last(args) -> None:
-    """--channels-last: Text to Image time with the UNet in NHWC ÷ without, and the largest pixel
-    difference it makes (other convolution kernels)."""
+def bench_setting(args, label: str, **setting) -> None:
+    """A server setting's Text to Image time with it ÷ without (interleaved pairs, after a warm-up
+    that also pays a compile) and how far its image is from the one without (PSNR, dB; inf: the
+    same pixels)."""
     import numpy as np
 
     from studio.requests import Txt2ImgRequest
 
-    plain, nhwc = make_studio(args), make_studio(args, channels_last=True)
-    if not nhwc.manager().channels_last:
-        print(f"# channels-last: the {nhwc.default_preset.family_spec.title} family's denoiser has no convolutions",
+    plain = make_studio(args)
+    try:
+        changed = make_studio(args, **setting)
+    except Exception as exc:  # a kernel this machine lacks: said, not hidden
+        print(f"# {label}: not on this machine ({str(exc).splitlines()[0][:120]})", flush=True)
+        return
+    if setting.get("channels_last") and not changed.manager().channels_last:
+        print(f"# {label}: the {changed.default_preset.family_spec.title} family's denoiser has no convolutions",
               flush=True)
         return
     request = Txt2ImgRequest(prompt="a lighthouse", steps=args.steps, width=args.size, height=args.size, seed=1,
                              sampler=plain.default_preset.defaults.sampler)
-    images = [np.asarray(studio.generate(request).images[0], dtype=np.int16) for studio in (plain, nhwc)]  # warm
+    first = time.perf_counter()
+    images = [np.asarray(studio.generate(request).images[0], dtype=np.float64) for studio in (changed, plain)]
+    if setting.get("compile"):
+        report(f"{label}_first_image_s", time.perf_counter() - first, " s (compiling)")
     times = {False: [], True: []}
     for i in range(args.runs):
-        for last, studio in ((False, plain), (True, nhwc))[:: 1 if i % 2 else -1]:
-            times[last].append(median_time(lambda studio=studio: studio.generate(request), 1, warmup=0))
-    report("channels_last_time_ratio", statistics.median(n / p for n, p in zip(times[True], times[False])))
-    report("channels_last_max_pixel_difference", float(np.abs(images[0] - images[1]).max()))
+        for on, studio in ((False, plain), (True, changed))[:: 1 if i % 2 else -1]:
+            times[on].append(median_time(lambda studio=studio: studio.generate(request), 1, warmup=0))
+    report(f"{label}_time_ratio", statistics.median(n / p for n, p in zip(times[True], times[False])))
+    mse = float(np.mean((images[0] - images[1]) ** 2))
+    report(f"{label}_psnr_db", 10 * np.log10(255**2 / mse) if mse else float("inf"), " dB")
+
+
+def bench_speed_presets(studio, args) -> None:
+    """Each few-step speed preset of the preset ([speed.*]): Text to Image time with it ÷ the preset's
+    defaults. (On the tiny twins the LoRAs are random, so the pictures say nothing of quality.)"""
+    from studio.requests import Txt2ImgRequest
+
+    preset = studio.default_preset
+    d = preset.defaults
+    base = dict(prompt="a lighthouse", width=args.size, height=args.size, seed=1)
+    default = Txt2ImgRequest(**base, steps=d.steps, sampler=d.sampler, guidance_scale=d.guidance_scale)
+    for name, speed in preset.speed.items():
+        fast = Txt2ImgRequest(**base, steps=speed.steps, sampler=speed.sampler, guidance_scale=speed.guidance_scale,
+                              loras=((speed.lora, speed.weight),))
+        studio.generate(fast)  # warm-up: the LoRA loads
+        pairs = []
+        for i in range(args.runs):
+            timed = [median_time(lambda r=r: studio.generate(r), 1, warmup=0) for r in (fast, default)[:: 1 if i % 2
+                                                                                                    else -1]]
+            pairs.append(timed[0] / timed[1] if i % 2 else timed[1] / timed[0])
+        report(f"speed_preset_{name}_time_ratio", statistics.median(pairs))
+
+
+def bench_gpu_held(args) -> None:
+    """How long a job keeps its GPU slot after its pipeline returns (finishing, infotext: the PNG is
+    saved after the slot is given up), and how long after the pipeline's return the user has the
+    result (its PNG saved, with its history row), per image at 512², 1024² and a batch of 4 at
+    1024². One step: the pipeline's own time does not count here."""
+    import shutil
+    import threading
+
+    from studio.requests import Txt2ImgRequest
+
+    with tempfile.TemporaryDirectory() as folder:
+        presets = Path(folder)
+        for preset in (REPO / "presets").glob("*.toml"):
+            text = preset.read_text()
+            if preset.stem == args.preset:  # room for the 1024² figures
+                text = text.replace("max_width = 512", "max_width = 1024").replace("max_height = 512",
+                                                                                   "max_height = 1024")
+            (presets / preset.name).write_text(text)
+        studio = make_studio(args, presets_dir=presets)
+        sampler = studio.default_preset.defaults.sampler
+        studio.generate(Txt2ImgRequest(prompt="a lighthouse", steps=1, width=64, height=64, sampler=sampler))
+        marks = threading.local()
+        pipe_class = type(studio.manager()._task_pipes[("txt2img", None)])  # what Text to Image calls
+        call = pipe_class.__call__
+
+        def timed_call(self, *a, **k):
+            output = call(self, *a, **k)
+            marks.returned = time.perf_counter()
+            return output
+
+        slots, release = studio._gpu_slots, studio._gpu_slots.release
+
+        def timed_release():
+            marks.released = time.perf_counter()
+            release()
+
+        pipe_class.__call__, slots.release = timed_call, timed_release
+        try:
+            for side, batch in ((512, 1), (1024, 1), (1024, 4)):
+                request = Txt2ImgRequest(prompt="a lighthouse", steps=1, width=side, height=side, seed=1,
+                                         batch_size=batch, sampler=sampler)
+                studio.generate(request)  # warm-up
+                held, until = [], []
+                for _ in range(args.runs):
+                    studio.generate(request)
+                    done = time.perf_counter()
+                    held.append((marks.released - marks.returned) * 1000 / batch)
+                    until.append((done - marks.returned) * 1000 / batch)
+                label = f"{side}" + (f"x{batch}" if batch > 1 else "")
+                report(f"gpu_held_after_pipeline_ms_{label}", statistics.median(held), " ms an image")
+                report(f"until_result_after_pipeline_ms_{label}", statistics.median(until), " ms an image")
+        finally:
+            pipe_class.__call__, slots.release = call, release
+        shutil.rmtree(presets, ignore_errors=True)
 
 
 def bench_step_cache(studio, args) -> None:
@@ -427,12 +514,17 @@ def main() -> None:
         studio = make_studio(args)
         bench_overhead(studio, args)
         bench_step_cache(studio, args)
-        bench_channels_last(args)
+        bench_speed_presets(studio, args)
+        bench_setting(args, "channels_last", channels_last=True)
+        for kernel in ("sdpa-math", "sdpa-flash", "sdpa-efficient"):
+            bench_setting(args, f"attention_{kernel.replace('-', '_')}", attention=kernel)
+        bench_setting(args, "compile", compile=True)
         bench_task_switch(studio, args)
         bench_lora_swaps(studio, args)
         del studio
         bench_lora_leak(args)
         bench_studio_added(args)
+        bench_gpu_held(args)
         bench_save_beside(args)
         bench_memory(args)
         bench_lowvram(args)

@@ -73,7 +73,7 @@ def build(models_dir: Path) -> Path:
 
 
 def run(args) -> None:
-    from bench.__main__ import bench_overhead, bench_step_cache, make_studio
+    from bench.__main__ import bench_overhead, bench_setting, bench_step_cache, make_studio
     from studio.settings import Settings
 
     build(Settings.from_env().models_dir)
@@ -86,3 +86,5 @@ def run(args) -> None:
         studio = make_studio(args)
         bench_overhead(studio, args)
         bench_step_cache(studio, args)
+        for kernel in ("sdpa-math", "sdpa-flash"):
+            bench_setting(args, f"attention_{kernel.replace('-', '_')}", attention=kernel)

@@ -178,6 +178,15 @@ def run(args) -> None:
         report("checkpoint_old_unet_freed", switch["old_unet_freed"])
         args.preset = "sd15-shaped"
         bench_memory(args)
+        # The speed options at SD 1.5's size (256x256, fewer steps: a step takes seconds on a CPU).
+        # --compile is left to GPUs here: inductor takes many minutes over this UNet on two cores.
+        from bench.__main__ import bench_setting, bench_step_cache, make_studio
+
+        args.outputs, args.size, args.steps, args.cache_steps, args.runs = outputs, 256, 6, 12, min(args.runs, 3)
+        bench_step_cache(make_studio(args), args)
+        bench_setting(args, "channels_last", channels_last=True)
+        for kernel in ("sdpa-math", "sdpa-flash"):
+            bench_setting(args, f"attention_{kernel.replace('-', '_')}", attention=kernel)
 
 
 if __name__ == "__main__":

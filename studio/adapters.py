@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 from studio.errors import RequestError
 from studio.families import FAMILIES
+from studio.lora_slots import DenoiserSlots
 from studio.loras import LoraLibrary
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,14 @@ def _set_active(layer, adapters: list[str]) -> None:
 
 class AdapterManager:
     def __init__(self, library: LoraLibrary, family, max_loaded: int,
-                 all_modules: Callable[[], Iterable] = lambda: ()):
+                 all_modules: Callable[[], Iterable] = lambda: (), slots: DenoiserSlots | None = None):
+        """`slots`: under --compile, the denoiser's LoRAs go into fixed slots (lora_slots.py) so a swap
+        does not recompile it; the text encoders keep theirs as below."""
         self.library = library
         self.family = family  # the preset's studio.families.Family
         self.max_loaded = max_loaded
+        self.slots = slots
+        self._names: dict[str, str] = {}  # adapter -> LoRA name
         self._all_modules = all_modules  # every module that may hold adapters, for eviction
         self._parts: dict[str, set[str]] = {}  # adapter -> pipeline components it has weights for
         self._recent: OrderedDict[str, None] = OrderedDict()  # loaded adapters, least recently used first
@@ -117,13 +122,22 @@ class AdapterManager:
             yield pipe
         finally:
             for name in self._lora_components(pipe):
-                self._switch(getattr(pipe, name), [], [])
+                if self._slotted(name):
+                    self.slots.clear(getattr(pipe, name))
+                else:
+                    self._switch(getattr(pipe, name), [], [])
+
+    def _slotted(self, component: str) -> bool:
+        return self.slots is not None and component == self.family.denoiser
 
     def activate(self, pipe, loras: tuple[tuple[str, float], ...]) -> None:
         adapters = [self._ensure(pipe, name) for name, _ in loras]
         weights = [float(weight) for _, weight in loras]
         for name in self._lora_components(pipe):
-            self._switch(getattr(pipe, name), adapters, weights)
+            if self._slotted(name):
+                self.slots.apply(getattr(pipe, name), [(lora, weight) for (lora, _), weight in zip(loras, weights)])
+            else:
+                self._switch(getattr(pipe, name), adapters, weights)
         self._evict(keep=set(adapters))
 
     def _ensure(self, pipe, name: str) -> str:
@@ -131,6 +145,9 @@ class AdapterManager:
         adapter = adapter_id(name)
         self._check_family(name)
         present = {part for part, names in pipe.get_list_adapters().items() if adapter in names}
+        denoiser = getattr(pipe, self.family.denoiser)
+        if self.slots is not None and self.slots.has(denoiser, name):
+            present.add(self.family.denoiser)  # in RAM, for its slot
         needed = self._parts.get(adapter)
         if needed is not None and needed <= present:
             self._recent.move_to_end(adapter)
@@ -159,7 +176,10 @@ class AdapterManager:
             ) from None
         self.loads += 1
         loaded = {part for part, names in pipe.get_list_adapters().items() if adapter in names}
+        if self.slots is not None and self.family.denoiser in loaded:
+            self.slots.take(denoiser, adapter, name)
         self._parts[adapter] = (needed or set()) | loaded
+        self._names[adapter] = name
         self._recent[adapter] = None
         self._recent.move_to_end(adapter)
         return adapter
@@ -180,6 +200,8 @@ class AdapterManager:
                 return
             del self._recent[victim]
             self._parts.pop(victim, None)
+            if self.slots is not None:
+                self.slots.forget(self._names.pop(victim, ""))
             self._layers.clear()
             for module in self._all_modules():
                 _delete(module, victim)

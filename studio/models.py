@@ -29,6 +29,7 @@ from studio.devices import DTYPES, pick_device
 from studio.embeddings import EmbeddingLibrary
 from studio.errors import ModelUnavailableError
 from studio.families import Encoded
+from studio.lora_slots import DenoiserSlots
 from studio.loras import LoraLibrary
 from studio.model_cache import ModelCache, module_bytes
 from studio.pose_annotator import load_annotator
@@ -118,6 +119,7 @@ class ModelManager:
         self.fp8 = settings.fp8
         self.channels_last = settings.channels_last and self.family.convolutional
         self.attention = settings.attention  # studio/attention.py
+        self.compile = settings.compile
         self._attention_reaches: bool | None = None  # whether it reaches the denoisers (set as they load)
         # Where weights rest between requests: on the device, or in RAM under --lowvram.
         self.home = torch.device("cpu") if self.lowvram else self.device
@@ -138,7 +140,8 @@ class ModelManager:
                                 lambda: self.free_device_bytes(), self._task_pipes.clear)
         self.bytes_loaded = 0  # weights read by from_pretrained so far, for the benchmarks
         library = library or lora_library(preset, settings)
-        self.adapters = AdapterManager(library, self.family, settings.max_loaded_loras, self._lora_modules)
+        self.adapters = AdapterManager(library, self.family, settings.max_loaded_loras, self._lora_modules,
+                                       slots=DenoiserSlots() if self.compile else None)
 
     @property
     def loras(self) -> LoraLibrary:
@@ -260,6 +263,8 @@ class ModelManager:
         if self.channels_last:
             denoiser.to(memory_format=torch.channels_last)
         self._attention_reaches = attention.prepare(denoiser, self.attention)
+        if self.compile:  # compiled at its first step; LoRAs go into slots that swap without recompiling
+            denoiser.compile()
         return denoiser
 
     def _cache_key(self, role: str) -> str:
@@ -435,12 +440,14 @@ class ModelManager:
 
     def model_infotext(self, task: str, vae: str = "") -> dict:
         """A1111's "Model hash" of a checkpoint, "VAE hash" / "VAE" of a chosen VAE, and the
-        settings that change the pixels (--fp8, --channels-last, --attention)."""
+        settings that change the pixels (--fp8, --channels-last, --attention, --compile)."""
         extra = {"Diffusion in Low Bits": "float8-e4m3fn"} if self.fp8 else {}  # Forge's key for it
         if self.channels_last:  # other convolution kernels: a pixel may move by a level
             extra["Memory format"] = "channels last"
         if self._attention_reaches:
             extra["Attention"] = self.attention
+        if self.compile:  # other fused kernels: on a GPU a pixel may move by a level
+            extra["Compile"] = "inductor"
         ref = self._model_ref(task)
         if ref.endswith(CHECKPOINT_SUFFIXES):
             extra["Model hash"] = self.user_models.checkpoints.short_hash(Path(ref))

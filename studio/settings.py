@@ -60,6 +60,9 @@ class Settings:
     # The attention kernels (studio/attention.py): sdpa lets PyTorch pick; sdpa-math/-flash/
     # -efficient/-cudnn hold it to one; flash-attn, sage, xformers are packages (diffusers' dispatcher).
     attention: str = "sdpa"
+    # torch.compile of the denoiser (a minute or more at its first image; LoRAs swap without
+    # recompiling: studio/lora_slots.py).
+    compile: bool = False
     # zlib level of the saved PNGs (0-9). 1: a 1024x1024 photo in 73 ms and 1.39 MB, against 339 ms
     # and 1.23 MB at Pillow's default 6 (measured on this machine's CPU); lossless either way.
     png_compress: int = 1

@@ -277,3 +277,39 @@ def test_the_fast_switch_falls_back_to_peft_where_a_layer_keeps_its_active_list_
     layer = LayerOfAnotherPeft()
     _set_active(layer, ["a"])
     assert layer.active_adapters == ["a"] and layer.calls == [["a"]]
+
+
+# --- --compile: the denoiser's LoRAs in slots ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def slotted(settings, tmp_path_factory):
+    """A studio with --compile whose compiler is switched off (torch._dynamo's `disable`): the slots'
+    bookkeeping runs as under a compiled model, in seconds (tests/test_speed.py compiles for real)."""
+    import dataclasses
+
+    from studio.core import Studio
+
+    with torch._dynamo.config.patch(disable=True):
+        yield Studio(dataclasses.replace(settings, compile=True, outputs_dir=tmp_path_factory.mktemp("slotted")))
+
+
+def test_slotted_loras_give_the_usual_images_and_none_is_the_bare_model(studio, slotted, fresh_base):
+    """Each LoRA set, in slots, makes the image it makes loaded the usual way (a level at most: its
+    alpha/rank is folded into B), in any order; without LoRAs, the bare model's pixels exactly; a slot
+    is made once for each new kind of LoRA, not at every swap."""
+    sets = [[("tiny-style", 0.8)], [("tiny-kohya", 1.0)], [("tiny-style", 0.5), ("tiny-kohya", 1.1)], [],
+            [("tiny-kohya", 0.7), ("tiny-style", 1.0)], [("tiny-style", 0.8)], []]
+    with torch._dynamo.config.patch(disable=True):
+        for loras in sets:
+            made = run(slotted, loras)
+            assert "Compile: inductor" in made.infotexts[0]
+            if loras:
+                assert np.abs(pixels(made) - pixels(run(studio, loras))).max() <= 1, loras
+            else:
+                assert np.array_equal(pixels(made), fresh_base)
+        made_once = slotted.manager().adapters.slots.remade
+        for loras in sets:
+            run(slotted, loras)
+    assert made_once == slotted.manager().adapters.slots.remade <= 4  # swaps copy weights; no slot is re-made
+    unet = slotted.manager().base_pipeline().unet
+    assert set(unet.peft_config) == {"slot0", "slot1"}  # the LoRAs themselves live in RAM, not in the model
