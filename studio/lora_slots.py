@@ -74,7 +74,7 @@ class DenoiserSlots:
         for index, (name, _) in enumerate(loras):
             if index < len(held) and held[index] == name:
                 continue
-            self._place(denoiser, index, taken[name])
+            self._place(denoiser, index, taken.get(name, LoraWeights()))  # none: text encoders only
             held.extend([None] * (index + 1 - len(held)))
             held[index] = name
         scales = [weight for _, weight in loras] + [0.0] * (len(held) - len(loras))

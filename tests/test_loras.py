@@ -293,6 +293,7 @@ def slotted(settings, tmp_path_factory):
         yield Studio(dataclasses.replace(settings, compile=True, outputs_dir=tmp_path_factory.mktemp("slotted")))
 
 
+@pytest.mark.slow  # seven LoRA sets twice, on their own studio
 def test_slotted_loras_give_the_usual_images_and_none_is_the_bare_model(studio, slotted, fresh_base):
     """Each LoRA set, in slots, makes the image it makes loaded the usual way (a level at most: its
     alpha/rank is folded into B), in any order; without LoRAs, the bare model's pixels exactly; a slot

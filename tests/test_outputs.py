@@ -166,7 +166,7 @@ studio._save(Rendered(images=[image, image], infotexts=["a fox\\nSeed: 1", "a fo
 """
 
 
-@pytest.mark.parametrize(("point", "saved"), [("writing", 0), ("renaming", 1)])
+@pytest.mark.parametrize(("point", "saved"), [pytest.param("writing", 0, marks=pytest.mark.slow), ("renaming", 1)])
 def test_a_kill_during_a_save_leaves_no_half_file_and_no_row_without_its_file(settings, tmp_path, point, saved):
     """Killed halfway through writing the first PNG, or after the second's row and before its file is
     renamed into place: at the next start no half file is left, every PNG has its row and every row
