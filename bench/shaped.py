@@ -178,11 +178,14 @@ def run(args) -> None:
         report("checkpoint_old_unet_freed", switch["old_unet_freed"])
         args.preset = "sd15-shaped"
         bench_memory(args)
-        # The speed options at SD 1.5's size (256x256, fewer steps: a step takes seconds on a CPU).
-        # --compile is left to GPUs here: inductor takes many minutes over this UNet on two cores.
+        # The speed options at SD 1.5's size: 128x128, 6 steps (a step takes seconds on a CPU), in
+        # float32 (this CPU's bfloat16 matmuls are many times slower). --compile is left to GPUs
+        # here: inductor takes many minutes over this UNet on two cores.
         from bench.__main__ import bench_setting, bench_step_cache, make_studio
 
-        args.outputs, args.size, args.steps, args.cache_steps, args.runs = outputs, 256, 6, 12, min(args.runs, 3)
+        if args.device == "cpu":
+            os.environ["STUDIO_DTYPE"] = "float32"
+        args.outputs, args.size, args.steps, args.cache_steps, args.runs = outputs, 128, 6, 9, min(args.runs, 2)
         bench_step_cache(make_studio(args), args)
         bench_setting(args, "channels_last", channels_last=True)
         for kernel in ("sdpa-math", "sdpa-flash"):
