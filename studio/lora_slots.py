@@ -41,6 +41,7 @@ class DenoiserSlots:
         # denoiser -> [LoRA name held by slot i]; weak, so an evicted model's entry goes with it
         self._held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._taken: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # denoiser -> {name: LoraWeights}
+        self._layers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # denoiser -> its slot layers
 
     def has(self, denoiser, name: str) -> bool:
         return name in self._taken.get(denoiser, {})
@@ -88,10 +89,13 @@ class DenoiserSlots:
             self.apply(denoiser, [])
 
     def _slot_layers(self, denoiser) -> list[tuple[object, list[str]]]:
+        """`denoiser`'s LoRA layers with the slots each holds (walked once per slot made: a UNet is big)."""
         from peft.tuners.lora import LoraLayer
 
-        return [(layer, sorted(s for s in layer.scaling if s.startswith("slot")))
-                for layer in denoiser.modules() if isinstance(layer, LoraLayer)]
+        if denoiser not in self._layers:
+            self._layers[denoiser] = [(layer, sorted(s for s in layer.scaling if s.startswith("slot")))
+                                      for layer in denoiser.modules() if isinstance(layer, LoraLayer)]
+        return self._layers[denoiser]
 
     def _place(self, denoiser, index: int, weights: LoraWeights) -> None:
         from peft.tuners.lora import LoraLayer
@@ -129,6 +133,7 @@ class DenoiserSlots:
             state[f"{name}.lora_B.weight"] = torch.zeros(b_shape[0], rank, *b_shape[2:])
         denoiser.load_lora_adapter(state, prefix=None, adapter_name=slot)
         self.remade += 1
+        self._layers.pop(denoiser, None)
         layers = {}
         for name, layer in denoiser.named_modules():
             if not isinstance(layer, LoraLayer):
