@@ -32,6 +32,32 @@ def median_time(fn, runs: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def paired_ratio(changed, plain, runs: int) -> float:
+    """The median over `runs` pairs of changed()'s time ÷ plain()'s, each pair back to back in
+    alternating order, so a slow spell of this shared machine hits both sides of a pair."""
+    ratios = []
+    for i in range(runs):
+        timed = {}
+        for side, fn in (("plain", plain), ("changed", changed))[:: 1 if i % 2 else -1]:
+            timed[side] = median_time(fn, 1, warmup=0)
+        ratios.append(timed["changed"] / timed["plain"])
+    return statistics.median(ratios)
+
+
+def psnr_db(a, b) -> float:
+    """How far image `a` is from `b` (float arrays of 0-255): dB, inf for the same pixels."""
+    import numpy as np
+
+    mse = float(np.mean((a - b) ** 2))
+    return 10 * np.log10(255**2 / mse) if mse else float("inf")
+
+
+def copy_presets(folder: Path) -> None:
+    """The shipped presets into `folder` (a benchmark adds or edits its own beside them)."""
+    for path in (REPO / "presets").glob("*.toml"):
+        (folder / path.name).write_text(path.read_text())
+
+
 def rss_mb() -> float:
     """Resident memory of this process, after handing freed heap pages back to the OS."""
     import ctypes
@@ -205,13 +231,9 @@ def bench_setting(args, label: str, **setting) -> None:
     images = [np.asarray(studio.generate(request).images[0], dtype=np.float64) for studio in (changed, plain)]
     if setting.get("compile"):
         report(f"{label}_first_image_s", time.perf_counter() - first, " s (compiling)")
-    times = {False: [], True: []}
-    for i in range(args.runs):
-        for on, studio in ((False, plain), (True, changed))[:: 1 if i % 2 else -1]:
-            times[on].append(median_time(lambda studio=studio: studio.generate(request), 1, warmup=0))
-    report(f"{label}_time_ratio", statistics.median(n / p for n, p in zip(times[True], times[False])))
-    mse = float(np.mean((images[0] - images[1]) ** 2))
-    report(f"{label}_psnr_db", 10 * np.log10(255**2 / mse) if mse else float("inf"), " dB")
+    report(f"{label}_time_ratio", paired_ratio(lambda: changed.generate(request), lambda: plain.generate(request),
+                                               args.runs))
+    report(f"{label}_psnr_db", psnr_db(*images), " dB")
 
 
 def bench_speed_presets(args) -> None:
@@ -229,12 +251,8 @@ def bench_speed_presets(args) -> None:
         fast = Txt2ImgRequest(**base, steps=speed.steps, sampler=speed.sampler, guidance_scale=speed.guidance_scale,
                               loras=((speed.lora, speed.weight),))
         studio.generate(fast)  # warm-up: the LoRA loads
-        pairs = []
-        for i in range(args.runs):
-            timed = [median_time(lambda r=r: studio.generate(r), 1, warmup=0) for r in (fast, default)[:: 1 if i % 2
-                                                                                                    else -1]]
-            pairs.append(timed[0] / timed[1] if i % 2 else timed[1] / timed[0])
-        report(f"speed_preset_{name}_time_ratio", statistics.median(pairs))
+        report(f"speed_preset_{name}_time_ratio",
+               paired_ratio(lambda fast=fast: studio.generate(fast), lambda: studio.generate(default), args.runs))
 
 
 def bench_gpu_held(args) -> None:
@@ -242,19 +260,16 @@ def bench_gpu_held(args) -> None:
     saved after the slot is given up), and how long after the pipeline's return the user has the
     result (its PNG saved, with its history row), per image at 512², 1024² and a batch of 4 at
     1024². One step: the pipeline's own time does not count here."""
-    import shutil
     import threading
 
     from studio.requests import Txt2ImgRequest
 
     with tempfile.TemporaryDirectory() as folder:
         presets = Path(folder)
-        for preset in (REPO / "presets").glob("*.toml"):
-            text = preset.read_text()
-            if preset.stem == args.preset:  # room for the 1024² figures
-                text = text.replace("max_width = 512", "max_width = 1024").replace("max_height = 512",
-                                                                                   "max_height = 1024")
-            (presets / preset.name).write_text(text)
+        copy_presets(presets)
+        edited = presets / f"{args.preset}.toml"  # room for the 1024² figures
+        edited.write_text(edited.read_text().replace("max_width = 512", "max_width = 1024")
+                          .replace("max_height = 512", "max_height = 1024"))
         studio = make_studio(args, presets_dir=presets)
         sampler = studio.default_preset.defaults.sampler
         studio.generate(Txt2ImgRequest(prompt="a lighthouse", steps=1, width=64, height=64, sampler=sampler))
@@ -290,11 +305,11 @@ def bench_gpu_held(args) -> None:
                 report(f"until_result_after_pipeline_ms_{label}", statistics.median(until), " ms an image")
         finally:
             pipe_class.__call__, slots.release = call, release
-        shutil.rmtree(presets, ignore_errors=True)
 
 
 def bench_step_cache(studio, args) -> None:
-    """Each step cache of the family (diffusers' hooks): Text to Image time with it ÷ without, and
+    """Each step cache of the family (DeepCache for UNets, diffusers' hooks for FLUX.1): Text to Image
+    time with it ÷ without, and
     how far its image is from the exact one (PSNR, dB; inf: the same pixels)."""
     import numpy as np
 
@@ -313,15 +328,9 @@ def bench_step_cache(studio, args) -> None:
     exact = image("")  # also the warm-up
     for cache in preset.capabilities.step_caches:
         cached = image(cache)
-        plain_times, cache_times = [], []
-        for i in range(args.runs):  # interleaved, alternating which runs first
-            for name, times in (("", plain_times), (cache, cache_times))[:: 1 if i % 2 else -1]:
-                times.append(median_time(lambda name=name: image(name), 1, warmup=0))
-        mse = float(np.mean((cached - exact) ** 2))
         report(f"step_cache_{cache.replace('-', '_')}_time_ratio",
-               statistics.median(c / p for c, p in zip(cache_times, plain_times)))
-        report(f"step_cache_{cache.replace('-', '_')}_psnr_db", 10 * np.log10(255**2 / mse) if mse else float("inf"),
-               " dB")
+               paired_ratio(lambda cache=cache: image(cache), lambda: image(""), args.runs))
+        report(f"step_cache_{cache.replace('-', '_')}_psnr_db", psnr_db(cached, exact), " dB")
 
 
 def bench_task_switch(studio, args) -> None:

@@ -15,8 +15,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.__main__ import REPO
-
 SHAPED_VERSION = 1
 PRESET = """title = "FLUX.1 shaped (random weights, benchmark)"
 family = "flux"
@@ -73,13 +71,12 @@ def build(models_dir: Path) -> Path:
 
 
 def run(args) -> None:
-    from bench.__main__ import bench_overhead, bench_setting, bench_step_cache, make_studio
+    from bench.__main__ import bench_overhead, bench_setting, bench_step_cache, copy_presets, make_studio
     from studio.settings import Settings
 
     build(Settings.from_env().models_dir)
     with tempfile.TemporaryDirectory() as presets, tempfile.TemporaryDirectory() as outputs:
-        for path in (REPO / "presets").glob("*.toml"):
-            (Path(presets) / path.name).write_text(path.read_text())
+        copy_presets(Path(presets))
         (Path(presets) / "flux-shaped.toml").write_text(PRESET)
         os.environ.update(STUDIO_PRESETS_DIR=presets, STUDIO_DTYPE="bfloat16")
         args.preset, args.outputs = "flux-shaped", outputs

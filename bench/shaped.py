@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.__main__ import REPO, report, rss_mb  # noqa: E402
+from bench.__main__ import REPO, copy_presets, report, rss_mb  # noqa: E402
 
 SHAPED_VERSION = 1
 PRESET = """title = "SD 1.5 shaped (random weights, benchmark)"
@@ -94,8 +94,7 @@ def build(models_dir: Path) -> Path:
 
 
 def write_preset(presets_dir: Path) -> None:
-    for path in (REPO / "presets").glob("*.toml"):
-        (presets_dir / path.name).write_text(path.read_text())
+    copy_presets(presets_dir)
     (presets_dir / "sd15-shaped.toml").write_text(PRESET)
 
 

@@ -40,13 +40,13 @@ class Studio:
         """`backend`: where generation runs; by default the one the settings ask for
         (studio.backends.choose_backend: this process unless --workers/--ray-address or ZeroGPU)."""
         self.settings = settings
-        # This process's models: what LocalBackend and ZeroGPUBackend render with, and the pose
-        # annotator and LoRA descriptions use whatever the backend.
         if settings.attention != attention.DEFAULT:  # a kernel this machine lacks: said at start
             try:
                 attention.check(settings.attention, pick_device(settings.device)[0])
             except ValueError as exc:
                 raise BackendError(str(exc)) from None
+        # This process's models: what LocalBackend and ZeroGPUBackend render with, and the pose
+        # annotator and LoRA descriptions use whatever the backend.
         self.pool = ModelPool(settings, max_loaded_presets)
         self.user_models = self.pool.user_models
         self.default_preset = self.preset(settings.preset)  # fails fast on a bad name

@@ -7,7 +7,7 @@ so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 from studio.control import CONTROL_MODES
@@ -173,10 +173,10 @@ def _check_types(table: dict, schema: dict, path: Path, prefix: str = "") -> Non
                     raise PresetError(f"{path}: '{dotted}.{name}' must be a string, got {type(ref).__name__}")
             continue
         if expected is _SPEED_SCHEMA:
-            for name, table in value.items() if isinstance(value, dict) else [("", value)]:
-                if not isinstance(table, dict):
-                    raise PresetError(f"{path}: '{dotted}' must hold tables ([{dotted}.<name>]) of "
-                                      f"{', '.join(_SPEED_SCHEMA)}")
+            if not isinstance(value, dict) or not all(isinstance(table, dict) for table in value.values()):
+                raise PresetError(f"{path}: '{dotted}' must hold tables ([{dotted}.<name>]) of "
+                                  f"{', '.join(_SPEED_SCHEMA)}")
+            for name, table in value.items():
                 _check_types(table, _SPEED_SCHEMA, path, f"{dotted}.{name}.")
             continue
         if isinstance(expected, dict):
@@ -278,7 +278,8 @@ def _check_defaults_within_limits(preset: Preset, path: Path) -> None:
 
 
 def _speed_preset(name: str, table: dict, path: Path) -> SpeedPreset:
-    missing = [key for key in _SPEED_SCHEMA if key not in table and key != "weight"]
+    required = [f.name for f in fields(SpeedPreset) if f.default is MISSING]
+    missing = [key for key in required if key not in table]
     if missing:
         raise PresetError(f"{path}: 'speed.{name}' is missing {', '.join(missing)}")
     return SpeedPreset(**table)

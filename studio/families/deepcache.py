@@ -12,6 +12,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+from diffusers.hooks import HookRegistry, ModelHook  # this module is imported only when a UNet lends
+
 HOOK = "studio_deepcache"
 INTERVAL = 3  # a full step, then two cached ones (the paper's N=3 keeps SD's images close)
 
@@ -25,32 +27,28 @@ class _Steps:
         return (self.calls - 1) % INTERVAL != 0
 
 
-def _hooks():
-    from diffusers.hooks import ModelHook
+class _Counter(ModelHook):
+    def __init__(self, steps: _Steps):
+        super().__init__()
+        self.steps = steps
 
-    class Counter(ModelHook):
-        def __init__(self, steps: _Steps):
-            super().__init__()
-            self.steps = steps
+    def pre_forward(self, module, *args, **kwargs):
+        self.steps.calls += 1
+        return args, kwargs
 
-        def pre_forward(self, module, *args, **kwargs):
-            self.steps.calls += 1
-            return args, kwargs
 
-    class Reused(ModelHook):
-        """On a cached step, the module's output of the last full step instead of running it."""
+class _Reused(ModelHook):
+    """On a cached step, the module's output of the last full step instead of running it."""
 
-        def __init__(self, steps: _Steps):
-            super().__init__()
-            self.steps, self.output = steps, None
+    def __init__(self, steps: _Steps):
+        super().__init__()
+        self.steps, self.output = steps, None
 
-        def new_forward(self, module, *args, **kwargs):
-            if self.steps.cached and self.output is not None:
-                return self.output
-            self.output = self.fn_ref.original_forward(*args, **kwargs)
+    def new_forward(self, module, *args, **kwargs):
+        if self.steps.cached and self.output is not None:
             return self.output
-
-    return Counter, Reused
+        self.output = self.fn_ref.original_forward(*args, **kwargs)
+        return self.output
 
 
 def _deep_modules(unet) -> list:
@@ -66,14 +64,11 @@ def _deep_modules(unet) -> list:
 @contextmanager
 def deep_cached(unet) -> Iterator:
     """DeepCache on `unet` inside the block; the plain UNet (bit for bit) after it."""
-    from diffusers.hooks import HookRegistry
-
-    Counter, Reused = _hooks()
     steps = _Steps()
     modules = [unet, *_deep_modules(unet)]
-    HookRegistry.check_if_exists_or_initialize(unet).register_hook(Counter(steps), HOOK)
+    HookRegistry.check_if_exists_or_initialize(unet).register_hook(_Counter(steps), HOOK)
     for module in modules[1:]:
-        HookRegistry.check_if_exists_or_initialize(module).register_hook(Reused(steps), HOOK)
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(_Reused(steps), HOOK)
     try:
         yield
     finally:

@@ -169,15 +169,13 @@ def sampling_controls(studio, preset_box, defaults: Defaults, caps: Limits, batc
     return Sampling(sampler, steps, guidance, seed, batch_count, batch_size, reuse_seed, loras, step_cache, speed)
 
 
+LORA_SLOTS = 4
+NO_STEP_CACHE = "off"
 NO_SPEED = "off"
 
 
 def _speed_titles(preset) -> list[str]:
     return [speed.title for speed in preset.speed.values()]
-
-
-LORA_SLOTS = 4
-NO_STEP_CACHE = "off"
 
 
 def lora_picker(studio, preset_box) -> tuple[gr.Textbox, list[tuple[gr.Dropdown, gr.Slider]]]:
