@@ -76,7 +76,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def server(studio, settings):
     """The real Gradio app on a free loopback port; yields its URL."""
-    from studio.ui import CSS, build, launch_options
+    from studio.ui import CSS, build, close_server, launch_options
 
     demo = build(studio)
     demo.queue(max_size=settings.queue_size)
@@ -84,7 +84,7 @@ def server(studio, settings):
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 css=CSS, **launch_options(studio))
     yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    close_server(demo)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
+from studio.ui import close_server
 from tests.conftest import ARTIFACTS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -223,7 +224,7 @@ def logins_server(settings, tmp_path_factory):
                                         auth=(("ann", "pw-ann"),)))
     demo, url = launch(studio)
     yield url
-    demo.close()
+    close_server(demo)
 
 
 def test_log_in_through_the_page_then_generate_behind_the_guard(browser, logins_server):

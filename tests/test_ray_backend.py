@@ -10,6 +10,7 @@ from PIL import Image
 
 from studio.errors import RequestError
 from studio.requests import InpaintRequest, Txt2ImgRequest
+from studio.ui import close_server
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +162,7 @@ def test_the_page_generates_on_the_replicas(ray_studio, settings):
         gallery, info = client.predict(prompt="a fox", steps=2, width=64, height=64, seed=5, api_name="/txt2img")
         assert len(gallery) == 1 and "Seed: 5" in info
     finally:
-        demo.close()
+        close_server(demo)
 
 
 def test_a_replica_killed_mid_job_fails_that_job_with_a_message_and_the_next_works(ray_studio):

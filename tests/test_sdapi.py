@@ -15,6 +15,7 @@ import requests
 import webuiapi
 from PIL import Image, ImageDraw
 
+from studio.ui import close_server
 from tests.test_shared import launch
 
 FAST = {"prompt": "a lighthouse", "steps": 3, "width": 64, "height": 64, "seed": 21, "cfg_scale": 7,
@@ -56,7 +57,7 @@ def private_api(settings, tmp_path_factory):
                                         auth=(("ann", "pw-ann"), ("bob", "pw-bob"))))
     demo, url = launch(studio)
     yield url.rstrip("/")
-    demo.close()
+    close_server(demo)
 
 
 def test_webuiapi_txt2img_returns_pngs_with_their_parameters_and_a1111s_info(client):
@@ -272,7 +273,7 @@ def test_api_off_serves_no_sdapi_routes(settings):
     try:
         assert requests.get(f"{url}sdapi/v1/options").status_code == 404
     finally:
-        demo.close()
+        close_server(demo)
 
 
 def test_the_pages_login_cookie_is_accepted_too(private_api):

@@ -13,6 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
+from studio.ui import close_server
 from tests.test_shared import FAST, launch
 
 EVIL = "http://evil.example"
@@ -34,7 +35,7 @@ def logins_server(settings, tmp_path_factory):
     studio, demo, url = serve(settings, tmp_path_factory, auth=(("ann", "pw-ann"), ("bob", "pw-bob")),
                               host="0.0.0.0")
     yield studio, demo, url
-    demo.close()
+    close_server(demo)
 
 
 def session_of(url: str, user: str) -> requests.Session:
@@ -256,7 +257,7 @@ def test_listed_origins_get_cors_and_others_do_not(settings, tmp_path_factory):
         other = requests.get(f"{url}sdapi/v1/options", headers={"Origin": "https://app.example.evil"}, timeout=10)
         assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
     finally:
-        demo.close()
+        close_server(demo)
 
 
 def test_a_loopback_studio_answers_only_to_loopback_names(server):
@@ -300,7 +301,7 @@ def test_a_share_link_is_answered_under_its_own_name(settings, tmp_path_factory)
         other = requests.get(f"{url}config", headers={"Host": f"127.0.0.1:{port}", "Origin": EVIL}, timeout=10)
         assert other.status_code == 403
     finally:
-        demo.close()
+        close_server(demo)
 
 
 @pytest.mark.slow  # two servers

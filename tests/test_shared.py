@@ -19,6 +19,7 @@ from gradio_client.exceptions import AppError, AuthenticationError
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from studio.ui import close_server
 from tests.conftest import REPO, free_port
 
 FAST = dict(negative_prompt="", guidance_scale=7, width=64, height=64, sampler="Euler a", batch_size=1)
@@ -44,7 +45,7 @@ def private_server(settings, tmp_path_factory):
                                         auth=(("ann", "pw-ann"), ("bob", "pw-bob"))))
     demo, url = launch(studio)
     yield studio, url
-    demo.close()
+    close_server(demo)
 
 
 def image_of(item) -> np.ndarray:
@@ -264,7 +265,7 @@ def test_server_caps_apply_over_the_api(settings, tmp_path):
         assert answer.status_code == 413 and "maximum allowed size of 1048576 bytes" in answer.text
         assert len(client.predict(prompt="x", steps=2, **FAST, api_name="/txt2img")[0]) == 1  # still serving
     finally:
-        demo.close()
+        close_server(demo)
 
 
 # --- ZeroGPU ----------------------------------------------------------------------------------

@@ -44,6 +44,21 @@ def launch_options(studio) -> dict:
     )
 
 
+def close_server(demo) -> None:
+    """`demo.close()`, without its race: Gradio sets the app's asyncio stop event from the calling
+    thread while the server's loop may be adding a waiter to it (a stream starting), which fails with
+    "deque mutated during iteration". Set it on its own loop first; Gradio's set is then a no-op."""
+    import threading
+
+    event = getattr(getattr(demo, "app", None), "stop_event", None)
+    loop = getattr(event, "_loop", None)  # bound when the first waiter came; None: nobody waits
+    if loop is not None and loop.is_running():
+        done = threading.Event()
+        loop.call_soon_threadsafe(lambda: (event.set(), done.set()))
+        done.wait(5)
+    demo.close()
+
+
 def studio_app(studio):
     """Gradio's app class with the guard outermost. Gradio adds its own CORS layer to any app it
     serves; a middleware handed in through `app_kwargs` would sit behind it, where Gradio has already
