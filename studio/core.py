@@ -1,4 +1,6 @@
-"""The Studio: the one object app.py makes and every tab calls. It holds no per-user state.
+"""The Studio: the one object app.py makes and every tab calls. Its only per-user state is its
+job service (`jobs`: each user's running job, progress and Stop), which the page and the A1111 API
+share.
 
 It is the front end's half of generation: it resolves the preset a request names (so two users
 of one server can use different models), validates the request, hands it to its Backend (this
@@ -23,6 +25,7 @@ from studio.devices import pick_device
 from studio.errors import BackendError, PresetError, RequestError, StudioError
 from studio.history import History
 from studio.imaging import check_image
+from studio.job_service import JobService
 from studio.jobs import InFlight
 from studio.loras import LoraInfo, LoraLibrary
 from studio.model_pool import ModelPool
@@ -62,6 +65,7 @@ class Studio:
         self._waiting = 0
         self._waiting_lock = threading.Lock()
         self._saves = InFlight()  # saves under way, which close() waits for
+        self.jobs = JobService(self)
 
     def preset_names(self) -> list[str]:
         return available_presets(self.settings.presets_dir)

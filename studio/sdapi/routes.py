@@ -16,7 +16,6 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -28,7 +27,7 @@ from studio.checkpoints import OWN_VAE
 from studio.control import CONTROL_MODES, mode_of_a1111_module
 from studio.errors import StudioError
 from studio.imaging import resize_image
-from studio.jobs import JobBoard
+from studio.job_service import Job
 from studio.logins import login_of
 from studio.metadata import parse_infotext, read_png_infotext
 from studio.requests import (
@@ -62,26 +61,15 @@ from studio.sdapi.payloads import (
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Progress:
-    """One caller's running job, for GET /progress."""
-
-    started: float = field(default_factory=time.time)
-    done: int = 0
-    total: int = 0
-    preview: object = None  # the latest preview image
-
-
 class SdApi:
     """The state behind the routes: each caller's options and running job."""
 
     def __init__(self, studio):
         self.studio = studio
         self.settings = studio.settings
-        self.jobs = JobBoard()
+        self.jobs = studio.jobs  # the page's job service: one Stop, progress and queue for both
         self._lock = threading.Lock()
         self._options: dict[str, dict] = {}
-        self._progress: dict[str, Progress] = {}
         self._waiting = threading.BoundedSemaphore(max(1, self.settings.queue_size))
         self.max_image_bytes = self.settings.max_upload_mb * 2**20  # each image, as the page's uploads
 
@@ -131,42 +119,30 @@ class SdApi:
     # --- generation -----------------------------------------------------------------------------
 
     def generate(self, owner: str, request, model: str, payload: dict) -> dict:
+        """Run a request (or a Job of several) as `owner`'s job; A1111's answer."""
         if not self._waiting.acquire(blocking=False):
             raise ApiError(503, f"The studio is busy: {self.settings.queue_size} jobs are waiting. Try again in a "
                                 "moment.")
-        progress = Progress()
         try:
-            with self._lock:
-                self._progress[owner] = progress
-            with self.jobs.running(owner) as stop:
-                def on_step(done, total):
-                    progress.done, progress.total = done, total
-
-                def on_preview(image):
-                    progress.preview = image
-
-                result = self.studio.generate(request, preset=model, stop=stop, owner=owner, on_step=on_step,
-                                              on_preview=on_preview)
+            job = request if isinstance(request, Job) else Job.single(request, model)
+            result = self.jobs.run(owner, job)
         finally:
-            with self._lock:
-                if self._progress.get(owner) is progress:
-                    del self._progress[owner]
             self._waiting.release()
+        first = job.generations[0].request
         return {"images": [encode_png(path) for path in result.paths], "parameters": payload,
-                "info": info_json(result, request, payload, model)}
+                "info": info_json(result, first, payload, model)}
 
     def progress(self, owner: str, with_image: bool) -> dict:
-        with self._lock:
-            job = self._progress.get(owner)
+        job = self.jobs.progress(owner)
         if job is None:
-            return {"progress": 0.0, "eta_relative": 0.0, "state": _state(0, 0, False), "current_image": None,
+            return {"progress": 0.0, "eta_relative": 0.0, "state": _state(None), "current_image": None,
                     "textinfo": None}
-        fraction = job.done / job.total if job.total else 0.0
+        fraction = job.fraction()
         elapsed = time.time() - job.started
         eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
         image = _png_b64(job.preview) if with_image and job.preview is not None else None
-        return {"progress": fraction, "eta_relative": eta, "state": _state(job.done, job.total, True),
-                "current_image": image, "textinfo": f"Step {job.done} of {job.total}" if job.total else "Starting"}
+        return {"progress": fraction, "eta_relative": eta, "state": _state(job), "current_image": image,
+                "textinfo": job.text()}
 
     # --- requests from payloads -----------------------------------------------------------------
 
@@ -297,10 +273,12 @@ def json_safe(value):
     return value
 
 
-def _state(done: int, total: int, running: bool) -> dict:
-    return {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "" if not running else "1",
-            "job_count": int(running), "job_timestamp": "", "job_no": 0, "sampling_step": done,
-            "sampling_steps": total}
+def _state(job) -> dict:
+    """A1111's `state` of a caller's job (None: no job)."""
+    running = job is not None
+    return {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "1" if running else "",
+            "job_count": job.items if running else 0, "job_timestamp": "", "job_no": max(0, job.item - 1) if running
+            else 0, "sampling_step": job.done if running else 0, "sampling_steps": job.total if running else 0}
 
 
 def _png_b64(image) -> str:

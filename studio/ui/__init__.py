@@ -10,7 +10,6 @@ import gradio as gr
 
 from studio.checkpoints import OWN_VAE
 from studio.errors import StudioError
-from studio.jobs import JobBoard
 from studio.metadata import parse_infotext
 from studio.presets import Limits
 from studio.requests import MAX_CLIP_SKIP, txt2img_settings_from_infotext
@@ -87,7 +86,7 @@ def widest_limits(studio) -> Limits:
 
 
 def build(studio) -> gr.Blocks:
-    jobs = JobBoard()
+    jobs = studio.jobs  # the one job service, shared with the A1111 API
     caps = widest_limits(studio)
     with StudioBlocks(title="SD Studio", analytics_enabled=False) as demo:
         header = header_row(studio)

@@ -15,7 +15,7 @@ import gradio as gr
 
 from studio.checkpoints import OWN_VAE
 from studio.errors import StudioError
-from studio.jobs import JobBoard
+from studio.job_service import Job, JobService
 from studio.loras import format_lora_list, parse_lora_list
 from studio.metadata import parse_infotext
 from studio.presets import Defaults, Limits
@@ -283,40 +283,40 @@ def shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sample
                 step_cache="" if step_cache in (None, NO_STEP_CACHE) else step_cache)
 
 
-def run_job(studio, jobs: JobBoard, make_request, preset: str | None, request: gr.Request | None,
+def run_job(studio, jobs: JobService, make_job, preset: str | None, request: gr.Request | None,
             progress: gr.Progress):
-    """Build the request (bad input -> message) and run it as this user's job, streaming a rough
-    preview to the gallery every few steps. Yields (gallery items, infotext of the first image,
-    all infotexts); the last yield is the result."""
-    req = run_safely(make_request)
+    """Build the job (a request, or a Job of several; bad input -> message) and run it as this
+    user's job, streaming a rough preview to the gallery every few steps. Yields (gallery items,
+    infotext of the first image, all infotexts); the last yield is the result."""
+    job = run_safely(make_job)
+    job = job if isinstance(job, Job) else Job.single(job, preset)
     progress(0, desc="Starting")
     updates: queue.Queue = queue.Queue()
     outcome: dict = {}
-    with jobs.running(job_owner(request)) as stop_event:
-        def work():
-            try:
-                outcome["result"] = studio.generate(
-                    req, preset=preset, stop=stop_event, owner=history_owner(request), on_preview=updates.put,
-                    on_step=lambda done, total: progress((done, total), desc="Generating", unit="steps"),
-                    on_status=lambda text: progress(0, desc=text),
-                )
-            except BaseException as exc:  # handed to the event's thread, which reports it
-                outcome["error"] = exc
-            finally:
-                updates.put(None)
+    owner = job_owner(request)
 
-        # The event's context goes along: ZeroGPU reads the Gradio request from it (whose quota).
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name="generate", daemon=True)
-        worker.start()
+    def work():
         try:
-            while (preview := updates.get()) is not None:
-                yield [(preview, "preview")], gr.update(), gr.update()
+            outcome["result"] = jobs.run(
+                owner, job, history_owner=history_owner(request), on_preview=updates.put,
+                on_update=lambda state: progress(state.fraction(), desc=state.text()))
+        except BaseException as exc:  # handed to the event's thread, which reports it
+            outcome["error"] = exc
         finally:
-            stop_event.set() if worker.is_alive() else None  # the page went away or cancelled: stop
-            worker.join()
+            updates.put(None)
+
+    # The event's context goes along: ZeroGPU reads the Gradio request from it (whose quota).
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name="generate", daemon=True)
+    worker.start()
+    try:
+        while (preview := updates.get()) is not None:
+            yield [(preview, "preview")], gr.update(), gr.update()
+    finally:
+        if worker.is_alive():  # the page went away or cancelled: stop
+            jobs.stop(owner)
+        worker.join()
     if "error" in outcome:
         run_safely(lambda: _raise(outcome["error"]))
-    jobs.finished(job_owner(request), outcome["result"].summary())
     yield _shown(outcome["result"])
 
 
@@ -355,7 +355,7 @@ def inputs_of(fn, components: dict) -> list:
 
 
 def wire_generate(studio, fn, prompt_row_: PromptRow, inputs: list, results: Results, api_name: str,
-                  jobs: JobBoard):
+                  jobs: JobService):
     """Generate runs `fn` on the shared GPU queue (as many at once as the backend has workers);
     Stop stops only this user's job, running or queued."""
     event = prompt_row_.generate.click(
