@@ -35,7 +35,9 @@ from studio.presets import Preset, available_presets, load_preset
 from studio.rendering import JobEvents, PreviewCallback, Rendered, Result, StatusCallback, StepCallback
 from studio.requests import GenerationRequest
 from studio.settings import Settings
+from studio.styles import StyleLibrary
 from studio.tasks import TASKS
+from studio.wildcards import Wildcards
 
 
 class Studio:
@@ -66,6 +68,8 @@ class Studio:
         self._waiting_lock = threading.Lock()
         self._saves = InFlight()  # saves under way, which close() waits for
         self.jobs = JobService(self)
+        self.styles = StyleLibrary(settings.styles_file, settings.outputs_dir / "styles", per_user=bool(settings.auth))
+        self.wildcards = Wildcards(settings.wildcards_dir)
 
     def preset_names(self) -> list[str]:
         return available_presets(self.settings.presets_dir)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from PIL import Image
 
 from studio.jobs import JobBoard
-from studio.rendering import Result
+from studio.rendering import Result, resolve_seed
 from studio.requests import GenerationRequest
+from studio.tasks.base import check_int
+from studio.wildcards import has_dynamic_parts
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,25 @@ class JobService:
         self._lock = threading.Lock()
         self._progress: dict[str, JobProgress] = {}
 
+    def job_for(self, request: GenerationRequest, preset: str | None = None, styles=(), owner: str = "local") -> Job:
+        """The job a front end's request makes: its styles applied to its prompts (`owner`'s and the
+        server's styles), and one generation per image when its prompts hold wildcards or variants."""
+        if styles:
+            prompt, negative = self.studio.styles.apply(request.prompt, request.negative_prompt, styles, owner)
+            request = replace(request, prompt=prompt, negative_prompt=negative)
+        requests = [request]
+        if has_dynamic_parts(request.prompt) or has_dynamic_parts(request.negative_prompt):
+            check_int("Seed", request.seed)  # before it is used to pick
+            requests = self.studio.wildcards.expand(request, resolve_seed(request.seed))
+        return Job([Generation(each, preset) for each in requests])
+
+    def check(self, job: Job) -> None:
+        """Every generation's request checked before the first runs, so a bad cell of a plot is
+        said before any image is made."""
+        for generation in job.generations:
+            preset = self.studio.preset(generation.preset)
+            generation.request.with_prompt_loras().validate(preset.limits, preset.capabilities)
+
     def run(self, owner: str, job: Job, history_owner: str | None = None,
             on_update: Callable[[JobProgress], None] | None = None,
             on_preview: Callable[[Image.Image], None] | None = None) -> Result:
@@ -100,6 +121,7 @@ class JobService:
         hears every change of progress; `on_preview` every rough picture. A Stop ends the running
         generation at its next step and runs no more; the job's result holds what finished."""
         started = time.perf_counter()
+        self.check(job)
         progress = JobProgress(items=len(job.generations))
         with self._lock:
             self._progress[owner] = progress

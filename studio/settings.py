@@ -45,6 +45,9 @@ class Settings:
     checkpoints_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "checkpoints")
     vaes_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "vae")
     embeddings_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "embeddings")
+    # A1111's prompt styles (name,prompt,negative_prompt) and Dynamic Prompts' wildcard files.
+    styles_file: Path = field(default_factory=lambda: REPO_ROOT / "styles.csv")
+    wildcards_dir: Path = field(default_factory=lambda: REPO_ROOT / "wildcards")
     # "a1111": weights, BREAK, any length, embeddings; "plain": diffusers' own encoding (75 tokens).
     prompt_syntax: str = "a1111"
     device: str = "auto"  # auto | cuda | mps | cpu (or cuda:1, ...)
@@ -94,7 +97,7 @@ class Settings:
 
     def __post_init__(self):
         for key in ("outputs_dir", "models_dir", "presets_dir", "loras_dir", "checkpoints_dir", "vaes_dir",
-                    "embeddings_dir"):
+                    "embeddings_dir", "styles_file", "wildcards_dir"):
             object.__setattr__(self, key, Path(getattr(self, key)).expanduser().resolve())
         if self.history not in ("auto", "shared", "private"):
             raise ValueError(f"history must be auto, shared or private, got {self.history!r}")

@@ -57,7 +57,9 @@ def settings(models_dir, tmp_path_factory):
     return Settings(preset="tiny", models_dir=models_dir, outputs_dir=tmp_path_factory.mktemp("outputs"),
                     presets_dir=presets, loras_dir=tmp_path_factory.mktemp("loras"), device="cpu",
                     checkpoints_dir=tmp_path_factory.mktemp("checkpoints"), vaes_dir=tmp_path_factory.mktemp("vae"),
-                    embeddings_dir=tmp_path_factory.mktemp("embeddings"))
+                    embeddings_dir=tmp_path_factory.mktemp("embeddings"),
+                    styles_file=tmp_path_factory.mktemp("styles") / "styles.csv",
+                    wildcards_dir=tmp_path_factory.mktemp("wildcards"))
 
 
 @pytest.fixture(scope="session")

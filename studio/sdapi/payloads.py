@@ -235,12 +235,13 @@ def info_json(result, request, payload: dict, model_title: str) -> str:
     """A1111's `info`: a JSON *string* describing the whole job."""
     from studio.metadata import parse_infotext
 
-    params = parse_infotext(result.infotexts[0])[2] if result.infotexts else {}
+    parsed = [parse_infotext(text) for text in result.infotexts]
+    params = parsed[0][2] if parsed else {}
     width, height = result.images[0].size if result.images else (request_size(request))
-    info = {
-        "prompt": request.prompt, "all_prompts": [request.prompt] * len(result.seeds),
-        "negative_prompt": request.negative_prompt,
-        "all_negative_prompts": [request.negative_prompt] * len(result.seeds),
+    info = {  # each image's own prompts (wildcards and styles resolved) from its parameters
+        "prompt": parsed[0][0] if parsed else request.prompt, "all_prompts": [text[0] for text in parsed],
+        "negative_prompt": parsed[0][1] if parsed else request.negative_prompt,
+        "all_negative_prompts": [text[1] for text in parsed],
         "seed": result.seeds[0] if result.seeds else request.seed, "all_seeds": result.seeds,
         "subseed": -1, "all_subseeds": [-1] * len(result.seeds), "subseed_strength": 0,
         "width": width, "height": height, "sampler_name": request.sampler, "cfg_scale": request.guidance_scale,
@@ -249,7 +250,8 @@ def info_json(result, request, payload: dict, model_title: str) -> str:
         "sd_model_hash": params.get("Model hash"), "sd_vae_name": params.get("VAE"),
         "sd_vae_hash": params.get("VAE hash"), "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": getattr(request, "strength", getattr(request, "hires_denoising", None)),
-        "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": result.infotexts, "styles": [],
+        "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": result.infotexts,
+        "styles": payload.get("styles") or [],
         "job_timestamp": "", "clip_skip": request.clip_skip, "is_using_inpainting_conditioning": False,
         "notes": result.notes, "interrupted": result.stopped,
     }

@@ -124,13 +124,25 @@ class SdApi:
             raise ApiError(503, f"The studio is busy: {self.settings.queue_size} jobs are waiting. Try again in a "
                                 "moment.")
         try:
-            job = request if isinstance(request, Job) else Job.single(request, model)
+            job = request if isinstance(request, Job) else self.jobs.job_for(request, model, self._styles(payload),
+                                                                              owner)
             result = self.jobs.run(owner, job)
         finally:
             self._waiting.release()
         first = job.generations[0].request
         return {"images": [encode_png(path) for path in result.paths], "parameters": payload,
                 "info": info_json(result, first, payload, model)}
+
+    @staticmethod
+    def _styles(payload: dict) -> list[str]:
+        styles = payload.get("styles") or []
+        if not isinstance(styles, list) or not all(isinstance(name, str) for name in styles):
+            raise ApiError(422, "'styles' must be a list of style names (GET /sdapi/v1/prompt-styles lists them).")
+        return styles
+
+    def prompt_styles(self, owner: str) -> list[dict]:
+        return [{"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt}
+                for style in self.studio.styles.styles(owner).values()]
 
     def progress(self, owner: str, with_image: bool) -> dict:
         job = self.jobs.progress(owner)
@@ -360,7 +372,7 @@ def sdapi_routes(studio) -> list:
     post(f"{v1}/refresh-checkpoints", lambda owner: None, with_body=False)
     post(f"{v1}/refresh-vae", lambda owner: None, with_body=False)
     get(f"{v1}/embeddings", lambda owner: api.embeddings())
-    get(f"{v1}/prompt-styles", lambda owner: [])
+    get(f"{v1}/prompt-styles", api.prompt_styles)
     get(f"{v1}/face-restorers", lambda owner: [])
     get(f"{v1}/hypernetworks", lambda owner: [])
     get(f"{v1}/realesrgan-models", lambda owner: [])

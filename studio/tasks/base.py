@@ -83,6 +83,10 @@ class GenerationRequest:
     # diffusers' cache hooks (FLUX.1: "first-block", "taylorseer"): fewer full denoiser passes, an
     # approximate image; "" = off, the exact image.
     step_cache: str = ""
+    # The prompt as written, when wildcards or {a|b} variants were resolved into `prompt` for this
+    # image (studio/wildcards.py); written to the infotext as Dynamic Prompts does.
+    prompt_template: str = ""
+    negative_template: str = ""
 
     task = "txt2img"
 
@@ -158,6 +162,10 @@ class GenerationRequest:
             params["Clip skip"] = self.clip_skip
         if self.step_cache:  # it changes the image: written, so the text reproduces it
             params["Step cache"] = self.step_cache
+        if self.prompt_template:  # the Dynamic Prompts extension's keys
+            params["Template"] = self.prompt_template
+        if self.negative_template:
+            params["Negative Template"] = self.negative_template
         if steps_run is not None and steps_run != self.steps:
             params["Steps run"] = steps_run  # img2img/inpaint run round(steps x strength) of them
         params.update(extra or {})

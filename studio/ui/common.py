@@ -50,6 +50,7 @@ class PromptRow:
     generate: gr.Button
     stop: gr.Button
     note: gr.Markdown  # what this tab cannot do with the current model, before Generate is pressed
+    styles: gr.Dropdown  # A1111's styles (styles.csv), applied at generation in the order picked
 
 
 @dataclass
@@ -104,7 +105,7 @@ def history_owner(request: gr.Request | None) -> str:
     return f"user:{username}" if username else f"session:{job_owner(request)}"
 
 
-def prompt_row(tab: str, defaults: Defaults, placeholder: str, negative: bool = True) -> PromptRow:
+def prompt_row(studio, tab: str, defaults: Defaults, placeholder: str, negative: bool = True) -> PromptRow:
     with gr.Row(equal_height=True):
         with gr.Column(scale=6):
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder=placeholder, elem_id=f"{tab}-prompt")
@@ -114,8 +115,49 @@ def prompt_row(tab: str, defaults: Defaults, placeholder: str, negative: bool = 
             generate = gr.Button("Generate", variant="primary", size="lg", elem_id=f"{tab}-generate",
                                  elem_classes=["generate-button"])
             stop = gr.Button("Stop", variant="stop", elem_id=f"{tab}-stop")
+    styles = style_picker(studio, tab, prompt, negative_box)
     note = gr.Markdown("", visible=False, elem_id=f"{tab}-note")
-    return PromptRow(prompt, negative_box, generate, stop, note)
+    return PromptRow(prompt, negative_box, generate, stop, note, styles)
+
+
+def style_picker(studio, tab: str, prompt: gr.Textbox, negative: gr.Textbox) -> gr.Dropdown:
+    """A1111's styles: several at once, applied at generation (or into the prompt with 📋); the
+    current prompts saved as a style of this user's (💾)."""
+    names = studio.styles.names()
+    with gr.Row(equal_height=True):
+        styles = gr.Dropdown(names, value=[], multiselect=True, label="Styles", scale=6, elem_id=f"{tab}-styles",
+                             info="applied at generation (📋: into the prompts now). In prompts, __name__ is a line "
+                                  "of wildcards/name.txt and {a|b} one of them, picked from each image's seed")
+        refresh = gr.Button("🔄", scale=0, min_width=48)
+        apply = gr.Button("📋", scale=0, min_width=48, elem_id=f"{tab}-styles-apply")
+    with gr.Accordion("Save the prompts as a style", open=False):
+        with gr.Row(equal_height=True):
+            name = gr.Textbox(label="Style name", scale=4, elem_id=f"{tab}-style-name")
+            save = gr.Button("💾 Save", scale=1, elem_id=f"{tab}-style-save")
+    def owner_names(request: gr.Request):
+        return gr.update(choices=studio.styles.names(history_owner(request)))
+
+    def applied(text, negative_text, chosen, request: gr.Request):
+        try:
+            text, negative_text = studio.styles.apply(text or "", negative_text or "", chosen or [],
+                                                      history_owner(request))
+        except StudioError as exc:
+            raise user_error(str(exc)) from None
+        return text, negative_text, []
+
+    def saved(style_name, text, negative_text, request: gr.Request):
+        try:
+            studio.styles.save(history_owner(request), style_name, text or "", negative_text or "")
+        except StudioError as exc:
+            raise user_error(str(exc)) from None
+        gr.Info(f"Saved the style {style_name.strip()!r}.")
+        return gr.update(choices=studio.styles.names(history_owner(request)))
+
+    refresh.click(owner_names, outputs=styles, api_visibility="private", queue=False)
+    apply.click(applied, inputs=[prompt, negative, styles], outputs=[prompt, negative, styles],
+                api_visibility="private", queue=False)
+    save.click(saved, inputs=[name, prompt, negative], outputs=styles, api_visibility="private", queue=False)
+    return styles
 
 
 def image_input(tab: str, label: str = "Image") -> ImageInput:
@@ -284,12 +326,11 @@ def shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sample
 
 
 def run_job(studio, jobs: JobService, make_job, preset: str | None, request: gr.Request | None,
-            progress: gr.Progress):
-    """Build the job (a request, or a Job of several; bad input -> message) and run it as this
-    user's job, streaming a rough preview to the gallery every few steps. Yields (gallery items,
-    infotext of the first image, all infotexts); the last yield is the result."""
-    job = run_safely(make_job)
-    job = job if isinstance(job, Job) else Job.single(job, preset)
+            progress: gr.Progress, styles=None):
+    """Build the job (a request with its `styles`, or a Job of several; bad input -> message) and
+    run it as this user's job, streaming a rough preview to the gallery every few steps. Yields
+    (gallery items, infotext of the first image, all infotexts); the last yield is the result."""
+    job = run_safely(lambda: _job_of(jobs, make_job(), preset, styles, history_owner(request)))
     progress(0, desc="Starting")
     updates: queue.Queue = queue.Queue()
     outcome: dict = {}
@@ -320,6 +361,12 @@ def run_job(studio, jobs: JobService, make_job, preset: str | None, request: gr.
     yield _shown(outcome["result"])
 
 
+def _job_of(jobs: JobService, made, preset, styles, owner) -> Job:
+    if isinstance(made, Job):
+        return made
+    return jobs.job_for(made, preset, list(styles or ()), owner)
+
+
 def _raise(exc: BaseException):
     raise exc
 
@@ -336,7 +383,7 @@ def _shown(result):
 
 def shared_inputs(row: PromptRow, sampling: Sampling, header: Header) -> dict:
     """The components behind the API arguments every generate handler shares, by argument name."""
-    return {"prompt": row.prompt, "negative_prompt": row.negative, "steps": sampling.steps,
+    return {"prompt": row.prompt, "negative_prompt": row.negative, "styles": row.styles, "steps": sampling.steps,
             "guidance_scale": sampling.guidance, "seed": sampling.seed, "sampler": sampling.sampler,
             "batch_size": sampling.batch_size, "batch_count": sampling.batch_count, "loras": sampling.loras,
             "preset": header.preset, "vae": header.vae, "clip_skip": header.clip_skip,

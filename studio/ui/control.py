@@ -44,7 +44,7 @@ def create_tab(studio, header, jobs, caps):
     poses = ready_poses()
     first_pose = next(iter(poses.values()), None)
     with gr.Tab("Control", id="control"):
-        row = prompt_row("control", d, "a knight in armour, studio light")
+        row = prompt_row(studio, "control", d, "a knight in armour, studio light")
         with gr.Row():
             with gr.Column():
                 mode = gr.Radio(MODE_LABELS, value="scribble", label="Control mode", elem_id="control-mode")
@@ -137,7 +137,7 @@ def create_tab(studio, header, jobs, caps):
     def control(control_image, prompt, negative_prompt="", control_mode="scribble", conditioning_scale=1.0,
                 guidance_start=0.0, guidance_end=1.0, steps=20, guidance_scale=7.0, width=512, height=512, seed=-1,
                 sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
-                step_cache="",
+                step_cache="", styles=None,
                 request: gr.Request = None,
                 progress=gr.Progress()):
         """`control_image`: the map itself (white scribble on black, or an OpenPose skeleton)."""
@@ -146,7 +146,7 @@ def create_tab(studio, header, jobs, caps):
             guidance_start=guidance_start, guidance_end=guidance_end, width=width, height=height,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
                               batch_count, loras, vae, clip_skip, step_cache),
-        ), preset, request, progress)
+        ), preset, request, progress, styles)
 
     own = {"control_image": control_map, "control_mode": mode, "conditioning_scale": weight, "guidance_start": start,
            "guidance_end": end, "width": width, "height": height}

@@ -27,7 +27,7 @@ def create_tab(studio, header, jobs, caps):
     preset_box = header.preset
     d = studio.default_preset.defaults
     with gr.Tab("Image to Image", id="img2img"):
-        row = prompt_row("img2img", d, "the same scene in autumn, oil painting")
+        row = prompt_row(studio, "img2img", d, "the same scene in autumn, oil painting")
         with gr.Row():
             with gr.Column():
                 image = image_input("img2img")
@@ -41,12 +41,12 @@ def create_tab(studio, header, jobs, caps):
 
     def img2img(image, prompt, negative_prompt, strength, steps, guidance_scale, seed, sampler, batch_size=1,
                 batch_count=1, resize_mode="Keep size", width=512, height=512, loras="", preset=None,
-                vae="", clip_skip=1, step_cache="", request: gr.Request = None, progress=gr.Progress()):
+                vae="", clip_skip=1, step_cache="", styles=None, request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Img2ImgRequest(
             image=image, strength=strength, resize_mode=resize_mode, width=width, height=height,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
                               batch_count, loras, vae, clip_skip, step_cache),
-        ), preset, request, progress)
+        ), preset, request, progress, styles)
 
     own = {"image": image, "strength": strength, "resize_mode": resize_mode, "width": width, "height": height}
     inputs = inputs_of(img2img, shared_inputs(row, sampling, header) | own)

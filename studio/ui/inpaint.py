@@ -26,7 +26,7 @@ def create_inpaint_tab(studio, header, jobs, caps):
     preset_box = header.preset
     d = studio.default_preset.defaults
     with gr.Tab("Inpaint", id="inpaint"):
-        row = prompt_row("inpaint", d, "a red door")
+        row = prompt_row(studio, "inpaint", d, "a red door")
         with gr.Row():
             with gr.Column():
                 editor = MaskEditor(
@@ -57,7 +57,7 @@ def create_inpaint_tab(studio, header, jobs, caps):
     def inpaint(image, prompt, negative_prompt, mask=None, invert_mask=False, mask_blur=4,
                 inpaint_area="Whole picture", padding=32, strength=1.0, steps=20, guidance_scale=7.0, seed=-1,
                 sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
-                step_cache="",
+                step_cache="", styles=None,
                 request: gr.Request = None,
                 progress=gr.Progress()):
         """`image`: the editor value (background + painted layers) or a plain image with `mask`."""
@@ -69,7 +69,7 @@ def create_inpaint_tab(studio, header, jobs, caps):
             inpaint_area=inpaint_area, padding=padding, strength=strength,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
                               batch_count, loras, vae, clip_skip, step_cache),
-        ), preset, request, progress)
+        ), preset, request, progress, styles)
 
     own = {"image": editor, "mask": mask_upload, "invert_mask": invert, "mask_blur": mask_blur, "inpaint_area": area,
            "padding": padding, "strength": strength}
@@ -83,7 +83,7 @@ def create_outpaint_tab(studio, header, jobs, caps):
     preset_box = header.preset
     d = studio.default_preset.defaults
     with gr.Tab("Outpaint", id="outpaint"):
-        row = prompt_row("outpaint", d, "a wide mountain landscape")
+        row = prompt_row(studio, "outpaint", d, "a wide mountain landscape")
         with gr.Row():
             with gr.Column():
                 image = image_input("outpaint")
@@ -100,13 +100,13 @@ def create_outpaint_tab(studio, header, jobs, caps):
 
     def outpaint(image, prompt, negative_prompt, left=0, right=128, up=0, down=0, fill="Edge colours", mask_blur=8,
                  steps=20, guidance_scale=7.0, seed=-1, sampler="Euler a", batch_size=1, batch_count=1, loras="",
-                 preset=None, vae="", clip_skip=1, step_cache="",
+                 preset=None, vae="", clip_skip=1, step_cache="", styles=None,
                 request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: OutpaintRequest(
             image=image, left=left, right=right, up=up, down=down, fill=fill, mask_blur=mask_blur,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
                               batch_count, loras, vae, clip_skip, step_cache),
-        ), preset, request, progress)
+        ), preset, request, progress, styles)
 
     own = {"image": image, **dict(zip(("left", "right", "up", "down"), margins)), "fill": fill, "mask_blur": mask_blur}
     inputs = inputs_of(outpaint, shared_inputs(row, sampling, header) | own)

@@ -25,7 +25,7 @@ def create_tab(studio, header, jobs, caps):
     preset_box = header.preset
     d = studio.default_preset.defaults
     with gr.Tab("Instruct", id="instruct"):
-        row = prompt_row("instruct", d, "make it winter")
+        row = prompt_row(studio, "instruct", d, "make it winter")
         with gr.Row():
             with gr.Column():
                 image = image_input("instruct")
@@ -37,14 +37,14 @@ def create_tab(studio, header, jobs, caps):
 
     def instruct(image, prompt, negative_prompt="", image_guidance_scale=1.5, steps=20, guidance_scale=7.0, seed=-1,
                  sampler="Euler a", batch_size=1, batch_count=1, loras="", preset=None, vae="", clip_skip=1,
-                 step_cache="",
+                 step_cache="", styles=None,
                 request: gr.Request = None,
                  progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: InstructRequest(
             image=image, image_guidance_scale=image_guidance_scale,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
                               batch_count, loras, vae, clip_skip, step_cache),
-        ), preset, request, progress)
+        ), preset, request, progress, styles)
 
     own = {"image": image, "image_guidance_scale": image_guidance}
     inputs = inputs_of(instruct, shared_inputs(row, sampling, header) | own)

@@ -44,7 +44,7 @@ def create_tab(studio, header, jobs, caps):
     preset_box = header.preset
     d = studio.default_preset.defaults
     with gr.Tab("Text to Image", id="txt2img"):
-        row = prompt_row("txt2img", d, "a watercolor lighthouse at dawn")
+        row = prompt_row(studio, "txt2img", d, "a watercolor lighthouse at dawn")
         with gr.Row():
             with gr.Column():
                 sampling = sampling_controls(studio, preset_box, d, caps)
@@ -55,14 +55,14 @@ def create_tab(studio, header, jobs, caps):
 
     def txt2img(prompt, negative_prompt, steps, guidance_scale, width, height, seed, sampler,
                 batch_size=1, batch_count=1, loras="", preset=None, hires_fix=False, hires_scale=2.0, hires_steps=0,
-                hires_denoising=0.7, vae="", clip_skip=1, step_cache="", request: gr.Request = None,
+                hires_denoising=0.7, vae="", clip_skip=1, step_cache="", styles=None, request: gr.Request = None,
                 progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Txt2ImgRequest(
             width=width, height=height, hires_fix=bool(hires_fix), hires_scale=hires_scale, hires_steps=hires_steps,
             hires_denoising=hires_denoising,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
                               batch_count, loras, vae, clip_skip, step_cache),
-        ), preset, request, progress)
+        ), preset, request, progress, styles)
 
     own = {"width": width, "height": height, **dict(zip(("hires_fix", "hires_scale", "hires_steps", "hires_denoising"),
                                                          hires))}
