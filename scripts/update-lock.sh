@@ -42,7 +42,8 @@ torch_version=$("$scratch/bin/python" -c "import torch; print(torch.__version__)
 
 echo "update-lock: running the quick suite on the new versions (fresh tiny models)..."
 if [ $# -eq 0 ]; then set -- -m "not slow" -n 2 -q; fi
-if ! STUDIO_TEST_MODELS="$PWD/$scratch/test-models" "$scratch/bin/python" -m pytest "$@"; then
+if ! STUDIO_TEST_MODELS="$PWD/$scratch/test-models" STUDIO_LOCK_FILE="$PWD/$scratch/requirements.lock" \
+    "$scratch/bin/python" -m pytest "$@"; then
   echo "update-lock: the suite failed on the new versions; requirements.lock is unchanged." >&2
   echo "update-lock: narrow the range of the package that broke in requirements.txt, then run again." >&2
   exit 1

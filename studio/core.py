@@ -216,12 +216,12 @@ class Studio:
         request = request.with_prompt_loras()
         request.validate(resolved.limits, resolved.capabilities)
         rendered = self._render(request, resolved, JobEvents(on_step, on_preview, on_status, stop))
-        paths = self._save(rendered, request.task, owner)
+        paths = self.save(rendered, request.task, owner)
         result = Result(**{f.name: getattr(rendered, f.name) for f in fields(Rendered)}, paths=paths)
         result.seconds = time.perf_counter() - started
         return result
 
-    def _save(self, rendered: Rendered, task: str, owner: str) -> list[Path]:
+    def save(self, rendered: Rendered, task: str, owner: str) -> list[Path]:
         """Each image's PNG and its history row (after the GPU slot is given up; the row goes in just
         before its file appears). A save that fails (a full disk, a folder it may not write) says so;
         the images saved before it keep their rows."""

@@ -4,6 +4,7 @@ first generation."""
 
 from __future__ import annotations
 
+import os
 import re
 from importlib import metadata
 from pathlib import Path
@@ -14,7 +15,8 @@ from packaging.version import InvalidVersion, Version
 
 from studio.settings import REPO_ROOT
 
-LOCK = REPO_ROOT / "requirements.lock"
+# STUDIO_LOCK_FILE: the lock being tried (scripts/update-lock.sh runs the suite on a new one before writing it).
+LOCK = Path(os.environ.get("STUDIO_LOCK_FILE") or REPO_ROOT / "requirements.lock")
 REPAIR = "bash scripts/setup-venv.sh (or: pip install -r requirements.txt)"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.+))?$", re.M)
 

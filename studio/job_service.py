@@ -98,14 +98,19 @@ class JobService:
     def job_for(self, request: GenerationRequest, preset: str | None = None, styles=(), owner: str = "local") -> Job:
         """The job a front end's request makes: its styles applied to its prompts (`owner`'s and the
         server's styles), and one generation per image when its prompts hold wildcards or variants."""
-        if styles:
-            prompt, negative = self.studio.styles.apply(request.prompt, request.negative_prompt, styles, owner)
-            request = replace(request, prompt=prompt, negative_prompt=negative)
+        request = self.styled(request, styles, owner)
         requests = [request]
         if has_dynamic_parts(request.prompt) or has_dynamic_parts(request.negative_prompt):
             check_int("Seed", request.seed)  # before it is used to pick
             requests = self.studio.wildcards.expand(request, resolve_seed(request.seed))
         return Job([Generation(each, preset) for each in requests])
+
+    def styled(self, request: GenerationRequest, styles=(), owner: str = "local") -> GenerationRequest:
+        """`request` with the named styles applied to its prompts (`owner`'s and the server's styles)."""
+        if not styles:
+            return request
+        prompt, negative = self.studio.styles.apply(request.prompt, request.negative_prompt, styles, owner)
+        return replace(request, prompt=prompt, negative_prompt=negative)
 
     def check(self, job: Job) -> None:
         """Every generation's request checked before the first runs, so a bad cell of a plot is

@@ -69,6 +69,7 @@ class Settings:
     # zlib level of the saved PNGs (0-9). 1: a 1024x1024 photo in 73 ms and 1.39 MB, against 339 ms
     # and 1.23 MB at Pillow's default 6 (measured on this machine's CPU); lossless either way.
     png_compress: int = 1
+    max_plot_images: int = 100  # the cells of one X/Y/Z plot (STUDIO_MAX_PLOT_IMAGES)
     queue_size: int = 32  # requests waiting for the GPU; more are turned away
     # Generation on Ray Serve replicas (studio/backends/ray_serve.py): `workers` > 0 starts a local
     # Ray cluster with that many; `ray_address` joins an existing cluster instead. 0 and "": this process.

@@ -161,7 +161,7 @@ if point == "writing":
 else:
     studio.outputs.save.__globals__["os"].replace = replace
 image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
-studio._save(Rendered(images=[image, image], infotexts=["a fox\\nSeed: 1", "a fox\\nSeed: 2"], seeds=[1, 2]),
+studio.save(Rendered(images=[image, image], infotexts=["a fox\\nSeed: 1", "a fox\\nSeed: 2"], seeds=[1, 2]),
              "txt2img", "ann")
 """
 

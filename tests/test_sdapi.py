@@ -15,6 +15,7 @@ import requests
 import webuiapi
 from PIL import Image, ImageDraw
 
+from studio.styles import read_styles
 from studio.ui import close_server
 from tests.test_shared import launch
 
@@ -160,7 +161,8 @@ def test_lists_that_clients_read(client, api_url, settings):
     assert "could not be read" in loras["damaged"]["metadata"]["error"]  # listed, with the reason
     assert "Euler a" in client.util_get_sampler_names() and "tiny" in client.util_get_model_names()
     assert client.get_scripts()["txt2img"] == ["controlnet"]
-    assert client.get_face_restorers() == [] and client.get_prompt_styles() == []
+    assert client.get_face_restorers() == []
+    assert [style["name"] for style in client.get_prompt_styles()] == list(read_styles(settings.styles_file))
     assert {"ram", "cuda"} <= set(client.get_memory())
     assert "loaded" in client.get_embeddings() and client.get_schedulers()[1]["name"] == "karras"
     assert requests.post(f"{api_url}/sdapi/v1/refresh-loras").status_code == 200

@@ -22,6 +22,7 @@ from studio.presets import Defaults, Limits
 from studio.requests import MAX_SEED
 from studio.ui.published import publish
 from studio.ui.widgets import ImageInput, NamedNumber, NamedSlider, gpu_event_options, user_error
+from studio.xyz_plot import plot_job
 
 log = logging.getLogger(__name__)
 
@@ -326,11 +327,12 @@ def shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sample
 
 
 def run_job(studio, jobs: JobService, make_job, preset: str | None, request: gr.Request | None,
-            progress: gr.Progress, styles=None):
-    """Build the job (a request with its `styles`, or a Job of several; bad input -> message) and
-    run it as this user's job, streaming a rough preview to the gallery every few steps. Yields
-    (gallery items, infotext of the first image, all infotexts); the last yield is the result."""
-    job = run_safely(lambda: _job_of(jobs, make_job(), preset, styles, history_owner(request)))
+            progress: gr.Progress, styles=None, plot=None):
+    """Build the job (a request with its `styles`, as an X/Y/Z `plot` of (axes, options) when
+    given; bad input -> message) and run it as this user's job, streaming a rough preview to the
+    gallery every few steps. Yields (gallery items, infotext of the first image, all infotexts);
+    the last yield is the result."""
+    job = run_safely(lambda: _job_of(studio, make_job(), preset, styles, history_owner(request), plot))
     progress(0, desc="Starting")
     updates: queue.Queue = queue.Queue()
     outcome: dict = {}
@@ -361,10 +363,13 @@ def run_job(studio, jobs: JobService, make_job, preset: str | None, request: gr.
     yield _shown(outcome["result"])
 
 
-def _job_of(jobs: JobService, made, preset, styles, owner) -> Job:
-    if isinstance(made, Job):
-        return made
-    return jobs.job_for(made, preset, list(styles or ()), owner)
+def _job_of(studio, request, preset, styles, owner, plot) -> Job:
+    styles = list(styles or ())
+    if plot is None:
+        return studio.jobs.job_for(request, preset, styles, owner)
+    axes, options = plot
+    return plot_job(studio, studio.jobs.styled(request, styles, owner), preset, axes, options, owner,
+                    studio.settings.max_plot_images)
 
 
 def _raise(exc: BaseException):

@@ -19,6 +19,7 @@ from studio.ui.common import (
     shared_settings,
     wire_generate,
 )
+from studio.ui.plot import plot_controls, plot_of
 from studio.ui.txt2img import size_sliders
 from studio.ui.widgets import NamedSlider
 
@@ -36,19 +37,25 @@ def create_tab(studio, header, jobs, caps):
                 resize_mode = gr.Radio(list(RESIZE_MODES), value="Keep size", label="Resize mode")
                 width, height = size_sliders(d, caps)
                 sampling = sampling_controls(studio, preset_box, d, caps)
+                plot = plot_controls(studio, "img2img", "img2img")
             with gr.Column():
                 results = results_panel("img2img", sampling)
 
     def img2img(image, prompt, negative_prompt, strength, steps, guidance_scale, seed, sampler, batch_size=1,
                 batch_count=1, resize_mode="Keep size", width=512, height=512, loras="", preset=None,
-                vae="", clip_skip=1, step_cache="", styles=None, request: gr.Request = None, progress=gr.Progress()):
+                vae="", clip_skip=1, step_cache="", styles=None,
+                plot_x_type="Nothing", plot_x_values="", plot_y_type="Nothing", plot_y_values="",
+                plot_z_type="Nothing", plot_z_values="", plot_legend=True, plot_margin=0,
+                request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Img2ImgRequest(
             image=image, strength=strength, resize_mode=resize_mode, width=width, height=height,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
                               batch_count, loras, vae, clip_skip, step_cache),
-        ), preset, request, progress, styles)
+        ), preset, request, progress, styles, plot_of(plot_x_type, plot_x_values, plot_y_type, plot_y_values,
+                                                         plot_z_type, plot_z_values, plot_legend, plot_margin))
 
     own = {"image": image, "strength": strength, "resize_mode": resize_mode, "width": width, "height": height}
+    own |= plot
     inputs = inputs_of(img2img, shared_inputs(row, sampling, header) | own)
     wire_generate(studio, img2img, row, inputs, results, "img2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height), row, "img2img")

@@ -17,6 +17,7 @@ from studio.ui.common import (
     shared_settings,
     wire_generate,
 )
+from studio.ui.plot import plot_controls, plot_of
 from studio.ui.widgets import NamedSlider
 
 
@@ -50,22 +51,27 @@ def create_tab(studio, header, jobs, caps):
                 sampling = sampling_controls(studio, preset_box, d, caps)
                 width, height = size_sliders(d, caps)
                 hires = hires_controls(caps)
+                plot = plot_controls(studio, "txt2img", "txt2img")
             with gr.Column():
                 results = results_panel("txt2img", sampling)
 
     def txt2img(prompt, negative_prompt, steps, guidance_scale, width, height, seed, sampler,
                 batch_size=1, batch_count=1, loras="", preset=None, hires_fix=False, hires_scale=2.0, hires_steps=0,
-                hires_denoising=0.7, vae="", clip_skip=1, step_cache="", styles=None, request: gr.Request = None,
-                progress=gr.Progress()):
+                hires_denoising=0.7, vae="", clip_skip=1, step_cache="", styles=None,
+                plot_x_type="Nothing", plot_x_values="", plot_y_type="Nothing", plot_y_values="",
+                plot_z_type="Nothing", plot_z_values="", plot_legend=True, plot_margin=0,
+                request: gr.Request = None, progress=gr.Progress()):
         yield from run_job(studio, jobs, lambda: Txt2ImgRequest(
             width=width, height=height, hires_fix=bool(hires_fix), hires_scale=hires_scale, hires_steps=hires_steps,
             hires_denoising=hires_denoising,
             **shared_settings(prompt, negative_prompt, steps, guidance_scale, seed, sampler, batch_size,
                               batch_count, loras, vae, clip_skip, step_cache),
-        ), preset, request, progress, styles)
+        ), preset, request, progress, styles, plot_of(plot_x_type, plot_x_values, plot_y_type, plot_y_values,
+                                                         plot_z_type, plot_z_values, plot_legend, plot_margin))
 
     own = {"width": width, "height": height, **dict(zip(("hires_fix", "hires_scale", "hires_steps", "hires_denoising"),
                                                          hires))}
+    own |= plot
     inputs = inputs_of(txt2img, shared_inputs(row, sampling, header) | own)
     wire_generate(studio, txt2img, row, inputs, results, "txt2img", jobs)
     fit = fit_to_preset(studio, preset_box, sampling, (width, height), row, "txt2img")
