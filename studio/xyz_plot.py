@@ -193,6 +193,7 @@ class PlotOptions:
     margin: int = 0  # pixels between cells
     sub_grids: bool = False  # with a Z axis, each Z value's grid also saved and returned
     fixed_seeds: bool = True  # a random seed (-1) is picked once for every cell, so cells differ only by their axes
+    lone_images: bool = True  # the cells returned after the grid (A1111's "include lone images"); saved either way
 
 
 @dataclass(frozen=True)
@@ -315,8 +316,8 @@ def _finish(studio, results: list[Result], axes: tuple[AxisValues, ...], written
     seed = first.seeds[0]
     saved = studio.save(Rendered(images=extra, infotexts=[text] * len(extra), seeds=[seed] * len(extra)),
                         f"{task}-grids", owner)
-    outcome = Result(images=extra + cells_made.images, infotexts=[text] * len(extra) + cells_made.infotexts,
-                     seeds=[seed] * len(extra) + cells_made.seeds, paths=saved + cells_made.paths,
-                     notes=cells_made.notes, stopped=cells_made.stopped,
-                     peak_memory_bytes=cells_made.peak_memory_bytes, device_memory_bytes=cells_made.device_memory_bytes)
-    return outcome
+    cells = cells_made if options.lone_images else Result()
+    return Result(images=extra + cells.images, infotexts=[text] * len(extra) + cells.infotexts,
+                  seeds=[seed] * len(extra) + cells.seeds, paths=saved + cells.paths, notes=cells_made.notes,
+                  stopped=cells_made.stopped, peak_memory_bytes=cells_made.peak_memory_bytes,
+                  device_memory_bytes=cells_made.device_memory_bytes)

@@ -444,9 +444,13 @@ def test_json_nested_too_deep_and_scripts_not_run(server, capfd):
                            timeout=60)
     assert answer.status_code in (400, 422) and "error" in answer.text
     for path in ("txt2img", "img2img"):
-        answer = sdapi(server, path, {**FAST, "script_name": "x/y/z plot", "script_args": [1, "a", 2],
-                                      "init_images": ["x"]})
-        assert "x/y/z plot" in answer["detail"] and "not supported" in answer["detail"]
+        answer = sdapi(server, path, {**FAST, "script_name": "Loopback", "init_images": ["x"]})
+        assert "Script 'Loopback' not found" in answer["detail"] and "x/y/z plot" in answer["detail"]
+    for args, message in (([1, "a", 2], "'a' is not a whole number"), ([99, "1"], "not an axis of txt2img"),
+                          ([2, "1, 2"], "'Var. seed' (X) is not one this studio plots"), ("1", "must be a list"),
+                          ([0, ""], "every axis is 'Nothing'"), ([1, "1-5000"], "at most 1000")):
+        answer = sdapi(server, "txt2img", {**FAST, "script_name": "x/y/z plot", "script_args": args})
+        assert message in answer["detail"], (args, answer)
     assert sdapi(server, "txt2img", {**FAST, "script_name": None})["images"]  # what webuiapi sends
     no_traceback(capfd)
 

@@ -160,7 +160,7 @@ def test_lists_that_clients_read(client, api_url, settings):
     assert {"tiny-style", "tiny-kohya"} <= set(loras)
     assert "could not be read" in loras["damaged"]["metadata"]["error"]  # listed, with the reason
     assert "Euler a" in client.util_get_sampler_names() and "tiny" in client.util_get_model_names()
-    assert client.get_scripts()["txt2img"] == ["controlnet"]
+    assert client.get_scripts() == {"txt2img": ["x/y/z plot", "controlnet"], "img2img": ["x/y/z plot"]}
     assert client.get_face_restorers() == []
     assert [style["name"] for style in client.get_prompt_styles()] == list(read_styles(settings.styles_file))
     assert {"ram", "cuda"} <= set(client.get_memory())

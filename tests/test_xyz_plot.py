@@ -1,8 +1,14 @@
 """The X/Y/Z plot: a job of one generation per cell, a labelled grid, its cap, Stop, the page's and
 the A1111 API's forms."""
 
+import base64
+import io
+import json
+
 import numpy as np
 import pytest
+import requests
+from PIL import Image
 
 from studio.errors import RequestError
 from studio.requests import Txt2ImgRequest
@@ -114,9 +120,21 @@ def test_stop_keeps_the_finished_cells_and_the_grid_shows_what_was_made(studio):
     assert (grid[:, 128:] == 128).all()  # the cells not made are grey
 
 
-def test_the_page_runs_a_plot_over_its_api(client):
+def test_the_page_and_the_a1111_script_args_give_the_same_grid(client, server):
     gallery, info = client.predict(prompt="a red fox", steps=2, seed=3, **FAST, plot_x_type="Steps",
                                    plot_x_values="2, 3", api_name="/txt2img")
     assert len(gallery) == 3 and "X Type: Steps" in info  # the grid first, with its own parameters
     height, width = image_of(gallery[0]).shape[:2]
     assert width == 128 and height > 64 and image_of(gallery[2]).shape == (64, 64, 3)  # the labels above the cells
+    # A1111's order: x type (4: Steps in txt2img), x values, x dropdown, y..., z..., draw legend,
+    # include lone images, include sub grids, no fixed seeds, vary seeds x/y/z, margin, csv mode.
+    args = [4, "2, 3", [], 0, "", [], 0, "", [], True, False, False, False, False, False, False, 0, False]
+    answer = requests.post(f"{server}sdapi/v1/txt2img", timeout=120, json={
+        **FAST, "prompt": "a red fox", "steps": 2, "seed": 3, "script_name": "X/Y/Z plot", "script_args": args}).json()
+    assert len(answer["images"]) == 1  # the grid alone: no lone images asked for
+    with Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))) as grid:
+        assert np.array_equal(np.asarray(grid.convert("RGB"), dtype=np.int16), image_of(gallery[0]))
+    with_cells = requests.post(f"{server}sdapi/v1/txt2img", timeout=120, json={
+        **FAST, "prompt": "a red fox", "steps": 2, "seed": 3, "script_name": "x/y/z plot",
+        "script_args": [4, "", ["2", "3"], 0, "", [], 0, "", [], True, True]}).json()
+    assert len(with_cells["images"]) == 3 and json.loads(with_cells["info"])["all_seeds"] == [3, 3, 3]

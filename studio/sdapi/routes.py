@@ -57,6 +57,8 @@ from studio.sdapi.payloads import (
     shared_fields,
     vae_name,
 )
+from studio.sdapi.xyz_args import SCRIPT_TITLE, plot_of_script_args
+from studio.xyz_plot import plot_job
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +126,23 @@ class SdApi:
             raise ApiError(503, f"The studio is busy: {self.settings.queue_size} jobs are waiting. Try again in a "
                                 "moment.")
         try:
-            job = request if isinstance(request, Job) else self.jobs.job_for(request, model, self._styles(payload),
-                                                                              owner)
+            job = self._job(owner, request, model, payload)
             result = self.jobs.run(owner, job)
         finally:
             self._waiting.release()
         first = job.generations[0].request
         return {"images": [encode_png(path) for path in result.paths], "parameters": payload,
                 "info": info_json(result, first, payload, model)}
+
+    def _job(self, owner: str, request, model: str, payload: dict) -> Job:
+        """The request's job: with its styles, as an X/Y/Z plot when the payload names that script."""
+        styles = self._styles(payload)
+        if not _names_script(payload):
+            return self.jobs.job_for(request, model, styles, owner)
+        mode = "txt2img" if request.task in ("txt2img", "control") else "img2img"
+        axes, options = plot_of_script_args(payload.get("script_args", []), mode)
+        return plot_job(self.studio, self.jobs.styled(request, styles, owner), model, axes, options, owner,
+                        self.settings.max_plot_images)
 
     @staticmethod
     def _styles(payload: dict) -> list[str]:
@@ -160,9 +171,9 @@ class SdApi:
 
     def _model_and_shared(self, owner: str, payload: dict) -> tuple[str, dict]:
         script = payload.get("script_name")
-        if script not in (None, "", "None"):  # A1111 answers 422 for a script it does not have
-            raise ApiError(422, f"The script {str(script)[:80]!r} is not supported: this studio runs no A1111 scripts "
-                                "(x/y/z plot, img2img loopback, ...). Leave 'script_name' out.")
+        if script not in (None, "", "None") and not _names_script(payload):  # A1111: 422 for a script it lacks
+            raise ApiError(422, f"Script {str(script)[:80]!r} not found: this studio runs the A1111 script "
+                                f"{SCRIPT_TITLE!r} only. Leave 'script_name' out for a plain generation.")
         options, overrides = self.options(owner), overrides_of(payload)
         model = overrides.model or options["sd_model_checkpoint"]
         preset = self.studio.preset(model)
@@ -274,6 +285,12 @@ class SdApi:
         return {"loaded": loaded, "skipped": skipped}
 
 
+def _names_script(payload: dict) -> bool:
+    """The payload asks for the X/Y/Z plot (A1111 matches script titles without case)."""
+    script = payload.get("script_name")
+    return isinstance(script, str) and script.strip().lower() == SCRIPT_TITLE
+
+
 def json_safe(value):
     """`value` with NaN and infinities (which a client may send, and JSON cannot carry back) as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -377,7 +394,7 @@ def sdapi_routes(studio) -> list:
     get(f"{v1}/hypernetworks", lambda owner: [])
     get(f"{v1}/realesrgan-models", lambda owner: [])
     get(f"{v1}/cmd-flags", lambda owner: {"api": True, "listen": studio.settings.host != "127.0.0.1"})
-    get(f"{v1}/scripts", lambda owner: {"txt2img": ["controlnet"], "img2img": []})
+    get(f"{v1}/scripts", lambda owner: {"txt2img": [SCRIPT_TITLE, "controlnet"], "img2img": [SCRIPT_TITLE]})
     get(f"{v1}/memory", lambda owner: _memory())
     post(f"{v1}/interrupt", lambda owner: api.jobs.stop(owner) and None, with_body=False)
     # A1111's skip ends the current image and goes on with the batch; here it ends the job, keeping
