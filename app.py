@@ -41,10 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vaes", dest="vaes_dir", help="folder of .safetensors VAEs (default ./models/vae)")
     parser.add_argument("--embeddings", dest="embeddings_dir",
                         help="folder of textual-inversion .safetensors embeddings (default ./models/embeddings)")
+    parser.add_argument("--upscalers", dest="upscalers_dir",
+                        help="folder of upscaler models (ESRGAN, Real-ESRGAN, SwinIR, DAT, HAT...): .safetensors, "
+                             "or .pth read without running code (default ./models/upscalers)")
     parser.add_argument("--styles", dest="styles_file",
                         help="A1111's styles.csv (name,prompt,negative_prompt; default ./styles.csv)")
     parser.add_argument("--wildcards", dest="wildcards_dir",
-                        help="folder of wildcard files: __name__ in a prompt is a line of name.txt (default ./wildcards)")
+                        help="folder of wildcard files: __name__ in a prompt is a line of name.txt "
+                             "(default ./wildcards)")
     parser.add_argument("--prompt-syntax", dest="prompt_syntax", choices=["a1111", "plain"],
                         help="a1111 (default): (word:1.3), [word], BREAK, any length, embeddings; "
                              "plain: diffusers' own encoding, 75 tokens")

@@ -23,6 +23,7 @@ from studio.checkpoints import CheckpointInfo, fits_config, strip_a1111_title
 from studio.control import CONTROL_MODES, poses_from_detection
 from studio.devices import pick_device
 from studio.errors import BackendError, PresetError, RequestError, StudioError
+from studio.extras import ExtrasRequest, run_extras
 from studio.history import History
 from studio.imaging import check_image
 from studio.job_service import JobService
@@ -37,6 +38,7 @@ from studio.requests import GenerationRequest
 from studio.settings import Settings
 from studio.styles import StyleLibrary
 from studio.tasks import TASKS
+from studio.upscalers import UpscalerLibrary
 from studio.wildcards import Wildcards
 
 
@@ -70,6 +72,7 @@ class Studio:
         self.jobs = JobService(self)
         self.styles = StyleLibrary(settings.styles_file, settings.outputs_dir / "styles", per_user=bool(settings.auth))
         self.wildcards = Wildcards(settings.wildcards_dir)
+        self.upscalers = UpscalerLibrary(settings.upscalers_dir, pick_device(settings.device)[0])
 
     def preset_names(self) -> list[str]:
         return available_presets(self.settings.presets_dir)
@@ -242,6 +245,18 @@ class Studio:
                     f"({exc.strerror or exc}). Free some disk space or let the studio write there, then generate "
                     f"again{f'; the {len(paths)} before it are in your history' if paths else ''}.") from None
         return paths
+
+    def extras(self, request: ExtrasRequest, owner: str = "local") -> Result:
+        """Upscale an image (the Extras tab, /sdapi/v1/extra-*), in one of the GPU's slots; saved
+        with its parameters in `owner`'s history."""
+        started = time.perf_counter()
+        request.validate(self.upscalers.names())  # bad input is said before the queue
+        with self._gpu_slots:
+            image, text = run_extras(self.upscalers, request)
+        rendered = Rendered(images=[image], infotexts=[text], seeds=[0])
+        result = Result(images=[image], infotexts=[text], seeds=[0], paths=self.save(rendered, "extras", owner))
+        result.seconds = time.perf_counter() - started
+        return result
 
     def close(self, timeout: float = 60.0) -> bool:
         """At shutdown: wait (up to `timeout` s) for the saves under way to finish. False if some did not."""

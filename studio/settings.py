@@ -45,6 +45,8 @@ class Settings:
     checkpoints_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "checkpoints")
     vaes_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "vae")
     embeddings_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "embeddings")
+    # Upscaler models (ESRGAN, SwinIR, DAT, ...: what spandrel reads), A1111's models/ESRGAN.
+    upscalers_dir: Path = field(default_factory=lambda: REPO_ROOT / "models" / "upscalers")
     # A1111's prompt styles (name,prompt,negative_prompt) and Dynamic Prompts' wildcard files.
     styles_file: Path = field(default_factory=lambda: REPO_ROOT / "styles.csv")
     wildcards_dir: Path = field(default_factory=lambda: REPO_ROOT / "wildcards")
@@ -98,7 +100,7 @@ class Settings:
 
     def __post_init__(self):
         for key in ("outputs_dir", "models_dir", "presets_dir", "loras_dir", "checkpoints_dir", "vaes_dir",
-                    "embeddings_dir", "styles_file", "wildcards_dir"):
+                    "embeddings_dir", "styles_file", "wildcards_dir", "upscalers_dir"):
             object.__setattr__(self, key, Path(getattr(self, key)).expanduser().resolve())
         if self.history not in ("auto", "shared", "private"):
             raise ValueError(f"history must be auto, shared or private, got {self.history!r}")

@@ -59,7 +59,8 @@ def settings(models_dir, tmp_path_factory):
                     checkpoints_dir=tmp_path_factory.mktemp("checkpoints"), vaes_dir=tmp_path_factory.mktemp("vae"),
                     embeddings_dir=tmp_path_factory.mktemp("embeddings"),
                     styles_file=tmp_path_factory.mktemp("styles") / "styles.csv",
-                    wildcards_dir=tmp_path_factory.mktemp("wildcards"))
+                    wildcards_dir=tmp_path_factory.mktemp("wildcards"),
+                    upscalers_dir=tmp_path_factory.mktemp("upscalers"))
 
 
 @pytest.fixture(scope="session")

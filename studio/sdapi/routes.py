@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect
 from studio.checkpoints import OWN_VAE
 from studio.control import CONTROL_MODES, mode_of_a1111_module
 from studio.errors import StudioError
+from studio.extras import ExtrasRequest
 from studio.imaging import resize_image
 from studio.job_service import Job
 from studio.logins import login_of
@@ -272,6 +273,43 @@ class SdApi:
             listed.append({"name": name, "alias": name, **entry})
         return listed
 
+    def upscalers(self) -> list[dict]:
+        library = self.studio.upscalers
+        listed = []
+        for name in library.names():
+            file = library.files().get(name)
+            listed.append({"name": name, "model_name": name if file else None,
+                           "model_path": str(file.path) if file else None, "model_url": None,
+                           "scale": library.model(name).scale if file else (1 if name == "None" else 4)})
+        return listed
+
+    def _extras_request(self, payload: dict, image) -> ExtrasRequest:
+        by_size = get_field(payload, "resize_mode", int, 0) == 1
+        return ExtrasRequest(
+            image=image, scale=get_field(payload, "upscaling_resize", float, 2.0),
+            width=get_field(payload, "upscaling_resize_w", int, 512) if by_size else 0,
+            height=get_field(payload, "upscaling_resize_h", int, 512) if by_size else 0,
+            upscaler=get_field(payload, "upscaler_1", str, "None"), upscaler_2=get_field(payload, "upscaler_2", str,
+                                                                                            "None"),
+            upscaler_2_visibility=get_field(payload, "extras_upscaler_2_visibility", float, 0.0))
+
+    def extra_single_image(self, owner: str, payload: dict) -> dict:
+        image = decode_image(payload.get("image"), "image", self.max_image_bytes)
+        result = self.studio.extras(self._extras_request(payload, image), owner)
+        return {"html_info": result.infotexts[0], "image": encode_png(result.paths[0])}
+
+    def extra_batch_images(self, owner: str, payload: dict) -> dict:
+        items = get_field(payload, "imageList", list, [])
+        if not items or not all(isinstance(item, dict) for item in items):
+            raise ApiError(422, "'imageList' must hold images as {\"data\": base64, \"name\": ...}.")
+        images = [decode_image(item.get("data"), f"imageList[{i}]", self.max_image_bytes)
+                  for i, item in enumerate(items)]
+        requests = [self._extras_request(payload, image) for image in images]
+        for request in requests:  # every image checked before the first is made
+            request.validate(self.studio.upscalers.names())
+        paths = [self.studio.extras(request, owner).paths[0] for request in requests]
+        return {"html_info": "", "images": [encode_png(path) for path in paths]}
+
     def embeddings(self) -> dict:
         loaded, skipped = {}, {}
         library = self.studio.user_models.embeddings
@@ -380,9 +418,9 @@ def sdapi_routes(studio) -> list:
                                        for name, path in sorted(studio.user_models.vaes.files.files().items())])
     get(f"{v1}/samplers", lambda owner: [{"name": name, "aliases": [], "options": {}} for name in SAMPLER_NAMES])
     get(f"{v1}/schedulers", lambda owner: list(SCHEDULERS))
-    get(f"{v1}/upscalers", lambda owner: [{"name": "None", "model_name": None, "model_path": None, "model_url": None,
-                                           "scale": 1}, {"name": "Lanczos", "model_name": None, "model_path": None,
-                                                         "model_url": None, "scale": 4}])
+    get(f"{v1}/upscalers", lambda owner: api.upscalers())
+    post(f"{v1}/extra-single-image", api.extra_single_image)
+    post(f"{v1}/extra-batch-images", api.extra_batch_images)
     get(f"{v1}/latent-upscale-modes", lambda owner: [])
     get(f"{v1}/loras", lambda owner: api.loras())
     post(f"{v1}/refresh-loras", lambda owner: None, with_body=False)

@@ -13,7 +13,7 @@ from studio.errors import StudioError
 from studio.metadata import parse_infotext
 from studio.presets import Limits
 from studio.requests import MAX_CLIP_SKIP, txt2img_settings_from_infotext
-from studio.ui import control, history, img2img, inpaint, instruct, pnginfo, txt2img
+from studio.ui import control, extras, history, img2img, inpaint, instruct, pnginfo, txt2img
 from studio.ui.common import Header, TabHandles
 from studio.ui.header import header_row
 from studio.ui.widgets import StudioBlocks, user_error
@@ -100,6 +100,7 @@ def build(studio) -> gr.Blocks:
                 "instruct": instruct.create_tab(studio, header, jobs, caps),
                 "control": control.create_tab(studio, header, jobs, caps),
             }
+            extras_results = extras.create_tab(studio)
             history_results, history_tabs, reuse = history.create_tab(studio)
             png_text, png_send = pnginfo.create_tab()
 
@@ -122,7 +123,10 @@ def build(studio) -> gr.Blocks:
         history_prompt = gr.Textbox(visible=False)  # the selected history image's prompt, for send-to
         history_results.info.change(lambda text: txt2img_settings_from_infotext(text or "")["prompt"],
                                     inputs=history_results.info, outputs=history_prompt, api_visibility="private")
-        _wire_send_to(tabs, handles, sources + [(history_results, history_prompt)])
+        extras_prompt = gr.Textbox(visible=False)  # the upscaled image's own prompt, kept in its parameters
+        extras_results.info.change(lambda text: txt2img_settings_from_infotext(text or "")["prompt"],
+                                   inputs=extras_results.info, outputs=extras_prompt, api_visibility="private")
+        _wire_send_to(tabs, handles, sources + [(history_results, history_prompt), (extras_results, extras_prompt)])
         _wire_reuse(studio, tabs, handles, header, reuse, history_results, history_tabs)
         _wire_fill(studio, tabs, handles["txt2img"], header, png_send, png_text, "txt2img")
     return demo
