@@ -138,6 +138,7 @@ def test_a_job_checks_every_generation_before_the_first_runs(studio, settings):
     assert len(list(settings.outputs_dir.rglob("*.png"))) == made_before
 
 
+@pytest.mark.slow
 def test_the_api_lists_styles_and_applies_them_with_wildcards(server, settings, wildcard_files):
     settings.styles_file.write_text(STYLES_CSV)
     listed = requests.get(f"{server}sdapi/v1/prompt-styles", timeout=30).json()

@@ -120,6 +120,7 @@ def b64png(image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+@pytest.mark.slow
 def test_the_a1111_extras_routes(server, upscalers):
     listed = {item["name"]: item for item in requests.get(f"{server}sdapi/v1/upscalers", timeout=30).json()}
     assert listed["tiny-x2"]["scale"] == 2 and listed["tiny-x2"]["model_path"].endswith("tiny-x2.safetensors")
@@ -138,6 +139,7 @@ def test_the_a1111_extras_routes(server, upscalers):
     assert bad.status_code == 422 and "there is no upscaler 'nowhere'" in bad.json()["detail"]
 
 
+@pytest.mark.slow
 def test_the_extras_tab_over_the_page_api(client, upscalers, tmp_path):
     from gradio_client import handle_file
 

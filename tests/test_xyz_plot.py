@@ -69,6 +69,7 @@ def test_a_2x3_plot_has_6_cells_equal_to_the_same_requests_alone_and_a_labelled_
     assert "X Type: Seed, X Values: \"1, 2, 3\", Y Type: Steps, Y Values: \"2, 3\"" in result.infotexts[0]
 
 
+@pytest.mark.slow
 def test_a_z_axis_makes_sub_grids_side_by_side_and_no_legend_draws_no_labels(studio):
     axes = (Axis("Seed", "1, 2"), NOTHING, Axis("CFG Scale", "4, 9"))
     job = plot_job(studio, small(), None, axes, PlotOptions(legend=False, sub_grids=True), "plot-user", 100)
@@ -120,6 +121,7 @@ def test_stop_keeps_the_finished_cells_and_the_grid_shows_what_was_made(studio):
     assert (grid[:, 128:] == 128).all()  # the cells not made are grey
 
 
+@pytest.mark.slow
 def test_the_page_and_the_a1111_script_args_give_the_same_grid(client, server):
     gallery, info = client.predict(prompt="a red fox", steps=2, seed=3, **FAST, plot_x_type="Steps",
                                    plot_x_values="2, 3", api_name="/txt2img")

@@ -41,8 +41,10 @@ def create_tab(studio):
                     width = gr.Number(1024, precision=0, label="Width (Scale to)")
                     height = gr.Number(1024, precision=0, label="Height (Scale to)")
                 with gr.Row():
-                    upscaler = gr.Dropdown(names, value="Lanczos", label="Upscaler", elem_id="extras-upscaler")
-                    upscaler_2 = gr.Dropdown(names, value="None", label="Upscaler 2")
+                    # Custom values: files added after the page was built (the server checks every name).
+                    upscaler = gr.Dropdown(names, value="Lanczos", label="Upscaler", elem_id="extras-upscaler",
+                                           allow_custom_value=True)
+                    upscaler_2 = gr.Dropdown(names, value="None", label="Upscaler 2", allow_custom_value=True)
                 visibility = NamedSlider(0, 1, value=0, step=0.05, label="Upscaler 2 visibility")
                 tile = NamedSlider(0, 2048, value=DEFAULT_TILE, step=64, label="Tile size",
                                    info="pixels a model upscales at once (0: the whole image); lower it if memory "
