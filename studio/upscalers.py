@@ -149,3 +149,11 @@ def build_tiny_upscaler(path: Path, scale: int = 2, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
+
+
+if __name__ == "__main__":  # python -m studio.upscalers models/upscalers/tiny-x2.safetensors
+    import sys
+
+    if len(sys.argv) != 2 or not sys.argv[1].endswith(".safetensors"):
+        sys.exit("usage: python -m studio.upscalers FOLDER/NAME.safetensors  (writes a tiny random 2x upscaler)")
+    print(f"wrote {build_tiny_upscaler(Path(sys.argv[1]))}")
