@@ -433,7 +433,7 @@ def test_weights_and_text_that_would_reach_the_model_as_garbage(client, server, 
     no_traceback(capfd)
 
 
-def test_json_nested_too_deep_and_scripts_not_run(server, capfd):
+def test_json_nested_too_deep_other_scripts_and_bad_plot_args_are_refused(server, capfd):
     for depth in (50_000, 100):
         raw = '{"prompt": "x", "alwayson_scripts": ' + '{"a": ' * depth + "1" + "}" * depth + "}"
         answer = requests.post(f"{server}sdapi/v1/txt2img", data=raw, headers={"Content-Type": "application/json"},
