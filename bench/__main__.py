@@ -491,6 +491,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int,
                         help="only the Ray Serve figures: 8 mixed jobs on this many replicas vs on one, and routing")
     parser.add_argument("--scale-runs", type=int, default=3, help="timed rounds of the 8 jobs (the best is kept)")
+    parser.add_argument("--tools", action="store_true",
+                        help="only the daily tools' figures: a 3x3 X/Y/Z plot vs 9 requests, an upscaler tiled vs not")
     args = parser.parse_args()
     import platform
 
@@ -520,10 +522,19 @@ def main() -> None:
             args.outputs = outputs
             scale.run(args, report)
         return
+    from bench import tools
+
+    if args.tools:
+        with tempfile.TemporaryDirectory() as outputs:
+            args.outputs = outputs
+            tools.bench_plot(make_studio(args), args, report, paired_ratio)
+        tools.bench_upscaler(report)
+        return
     with tempfile.TemporaryDirectory() as outputs:
         args.outputs = outputs
         studio = make_studio(args)
         bench_overhead(studio, args)
+        tools.bench_plot(studio, args, report, paired_ratio)
         bench_step_cache(studio, args)
         bench_speed_presets(args)
         bench_setting(args, "channels_last", channels_last=True)
@@ -539,6 +550,7 @@ def main() -> None:
         bench_save_beside(args)
         bench_memory(args)
         bench_lowvram(args)
+        tools.bench_upscaler(report)
 
 
 if __name__ == "__main__":
