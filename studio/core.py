@@ -33,8 +33,8 @@ from studio.model_pool import ModelPool
 from studio.models import ModelManager, checkpoint_config
 from studio.outputs import OutputStore
 from studio.presets import Preset, available_presets, load_preset
-from studio.rendering import JobEvents, PreviewCallback, Rendered, Result, StatusCallback, StepCallback
 from studio.requests import GenerationRequest
+from studio.results import JobEvents, PreviewCallback, Rendered, Result, StatusCallback, StepCallback
 from studio.settings import Settings
 from studio.styles import StyleLibrary
 from studio.tasks import TASKS

@@ -17,8 +17,8 @@ from typing import Callable
 from PIL import Image
 
 from studio.jobs import JobBoard
-from studio.rendering import Result, resolve_seed
 from studio.requests import GenerationRequest
+from studio.results import Result, resolve_seed
 from studio.tasks.base import check_int
 from studio.wildcards import has_dynamic_parts
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from studio.errors import RequestError
@@ -32,8 +31,10 @@ class UpscalerFile:
     path: Path
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path) -> dict:
     """The file's tensors: safetensors, or a pickle read by torch's weights-only unpickler."""
+    import torch
+
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -48,9 +49,9 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 class UpscalerLibrary:
-    def __init__(self, folder: Path, device: torch.device | str = "cpu"):
+    def __init__(self, folder: Path, device="cpu"):  # torch is imported when a model loads, not before
         self.folder = folder
-        self.device = torch.device(device)
+        self.device = device
         self._lock = threading.Lock()
         self._models: dict[Path, tuple[float, object]] = {}  # path -> (mtime, spandrel descriptor)
         self._refused: dict[Path, tuple[float, str]] = {}
@@ -118,6 +119,8 @@ class UpscalerLibrary:
 def run_model(model, image: Image.Image, tile: int = DEFAULT_TILE, overlap: int = TILE_OVERLAP) -> Image.Image:
     """One pass of a model over `image`, in tiles of `tile` pixels (0: whole) that overlap by
     `overlap`; each tile's border is cut away before it is pasted, so seams do not show."""
+    import torch
+
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
     scale = model.scale
@@ -141,6 +144,7 @@ def run_model(model, image: Image.Image, tile: int = DEFAULT_TILE, overlap: int 
 def build_tiny_upscaler(path: Path, scale: int = 2, seed: int = 0) -> Path:
     """A small random-weight Real-ESRGAN Compact (SRVGGNetCompact, 2.3 k weights) that spandrel
     detects from its keys: the offline twin of a real upscaler, for tests and `--preset tiny`."""
+    import torch
     from safetensors.torch import save_file
     from spandrel.architectures.Compact import Compact
 

@@ -23,8 +23,8 @@ from studio.errors import RequestError
 from studio.grid import draw_grid, join_subgrids
 from studio.job_service import Generation, Job, merge_results
 from studio.metadata import format_infotext, parse_infotext
-from studio.rendering import Rendered, Result, resolve_seed
 from studio.requests import GenerationRequest
+from studio.results import Rendered, Result, resolve_seed
 
 MAX_VALUES_CHARS = 5000
 MAX_AXIS_VALUES = 1000  # read before the plot's own cap, so `1-1000000000` is refused unexpanded

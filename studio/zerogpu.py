@@ -61,7 +61,7 @@ class ZeroGPUBackend:
 
     def submit(self, request, preset, events):
         from studio.backends.stream import deliver
-        from studio.rendering import Rendered
+        from studio.results import Rendered
 
         def until_stopped(stream):
             for event in stream:

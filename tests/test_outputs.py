@@ -135,7 +135,7 @@ import numpy as np
 from PIL import Image
 import studio.outputs
 from studio.core import Studio
-from studio.rendering import Rendered
+from studio.results import Rendered
 from studio.settings import Settings
 
 models, outputs, presets, point = sys.argv[1:]

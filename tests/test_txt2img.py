@@ -162,7 +162,7 @@ def test_without_a_loadable_preview_vae_previews_fall_back_to_the_latent_approxi
 
 
 def test_each_result_says_its_time_and_on_a_gpu_its_memory_peak(studio):
-    from studio.rendering import Result
+    from studio.results import Result
 
     result = studio.generate(request())
     assert result.seconds > 0 and result.peak_memory_bytes is None  # the CPU reports no device memory

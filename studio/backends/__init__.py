@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from studio.presets import Preset
-from studio.rendering import JobEvents, Rendered
 from studio.requests import GenerationRequest
+from studio.results import JobEvents, Rendered
 
 
 class Backend(Protocol):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from studio.model_pool import ModelPool
 from studio.presets import Preset
-from studio.rendering import JobEvents, Rendered, render
+from studio.rendering import render
 from studio.requests import GenerationRequest
+from studio.results import JobEvents, Rendered
 
 
 class LocalBackend:

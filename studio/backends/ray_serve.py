@@ -34,8 +34,8 @@ from pathlib import Path
 from studio.errors import BackendError, RequestError, StudioError
 from studio.model_pool import ModelPool
 from studio.presets import Preset
-from studio.rendering import JobEvents, Rendered
 from studio.requests import GenerationRequest
+from studio.results import JobEvents, Rendered
 from studio.settings import Settings
 
 try:

@@ -15,8 +15,9 @@ from typing import Iterator
 from studio import errors
 from studio.model_pool import ModelPool
 from studio.presets import Preset
-from studio.rendering import JobEvents, Rendered, render
+from studio.rendering import render
 from studio.requests import GenerationRequest
+from studio.results import JobEvents, Rendered
 
 log = logging.getLogger(__name__)
 
