@@ -139,7 +139,7 @@ def test_a_job_checks_every_generation_before_the_first_runs(studio, settings):
 
 
 @pytest.mark.slow
-def test_the_api_lists_styles_and_applies_them_with_wildcards(server, settings, wildcard_files):
+def test_the_api_lists_styles_and_applies_them_with_wildcards(server, client, settings, wildcard_files):
     settings.styles_file.write_text(STYLES_CSV)
     listed = requests.get(f"{server}sdapi/v1/prompt-styles", timeout=30).json()
     assert {"name": "moody", "prompt": "dark, moody", "negative_prompt": ""} in listed
@@ -149,5 +149,8 @@ def test_the_api_lists_styles_and_applies_them_with_wildcards(server, settings, 
     wildcards = Wildcards(wildcard_files)
     assert info["all_prompts"] == [wildcards.resolve("a __animals__", s) + ", dark, moody" for s in (9, 10)]
     assert info["styles"] == ["moody"] and len(answer["images"]) == 2
+    # The page's API too, with a style written after the page was built.
+    _, info_text = client.predict(prompt="a fox", steps=2, seed=4, **FAST, styles=["cinematic"], api_name="/txt2img")
+    assert info_text.startswith("cinematic still of a fox, film grain\nNegative prompt: cartoon, ")
     bad = requests.post(f"{server}sdapi/v1/txt2img", timeout=60, json={**FAST, "styles": "moody"})
     assert bad.status_code == 422 and "list of style names" in bad.json()["detail"]

@@ -126,7 +126,8 @@ def style_picker(studio, tab: str, prompt: gr.Textbox, negative: gr.Textbox) -> 
     current prompts saved as a style of this user's (💾)."""
     names = studio.styles.names()
     with gr.Row(equal_height=True):
-        styles = gr.Dropdown(names, value=[], multiselect=True, label="Styles", scale=6, elem_id=f"{tab}-styles",
+        styles = gr.Dropdown(names, value=[], multiselect=True, allow_custom_value=True, label="Styles", scale=6,
+                             elem_id=f"{tab}-styles",  # custom: styles saved after the page was built
                              info="applied at generation (📋: into the prompts now). In prompts, __name__ is a line "
                                   "of wildcards/name.txt and {a|b} one of them, picked from each image's seed")
         refresh = gr.Button("🔄", scale=0, min_width=48)
