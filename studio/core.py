@@ -246,17 +246,22 @@ class Studio:
                     f"again{f'; the {len(paths)} before it are in your history' if paths else ''}.") from None
         return paths
 
-    def extras(self, request: ExtrasRequest, owner: str = "local") -> Result:
-        """Upscale an image (the Extras tab, /sdapi/v1/extra-*), in one of the GPU's slots; saved
-        with its parameters in `owner`'s history."""
-        started = time.perf_counter()
-        request.validate(self.upscalers.names())  # bad input is said before the queue
-        with self._gpu_slots:
-            image, text = run_extras(self.upscalers, request)
-        rendered = Rendered(images=[image], infotexts=[text], seeds=[0])
-        result = Result(images=[image], infotexts=[text], seeds=[0], paths=self.save(rendered, "extras", owner))
-        result.seconds = time.perf_counter() - started
-        return result
+    def extras(self, requests: list[ExtrasRequest], owner: str = "local") -> list[Result]:
+        """Upscale images (the Extras tab, /sdapi/v1/extra-*), each in one of the GPU's slots and saved
+        with its parameters in `owner`'s history. Every request is checked before the first runs."""
+        names = self.upscalers.names()
+        for request in requests:  # bad input is said before the queue, and before any file is written
+            request.validate(names)
+        results = []
+        for request in requests:
+            started = time.perf_counter()
+            with self._gpu_slots:
+                image, text = run_extras(self.upscalers, request)
+            rendered = Rendered(images=[image], infotexts=[text], seeds=[0])
+            result = Result(images=[image], infotexts=[text], seeds=[0], paths=self.save(rendered, "extras", owner))
+            result.seconds = time.perf_counter() - started
+            results.append(result)
+        return results
 
     def close(self, timeout: float = 60.0) -> bool:
         """At shutdown: wait (up to `timeout` s) for the saves under way to finish. False if some did not."""

@@ -106,7 +106,7 @@ def test_the_saved_png_keeps_the_images_parameters(studio, upscalers):
     info = PngInfo()
     info.add_text("parameters", "a fox\nSteps: 20, Sampler: Euler a, Seed: 3")
     photo().save(buffer, format="PNG", pnginfo=info)
-    result = studio.extras(ExtrasRequest(image=Image.open(io.BytesIO(buffer.getvalue())), upscaler="tiny-x2"))
+    [result] = studio.extras([ExtrasRequest(image=Image.open(io.BytesIO(buffer.getvalue())), upscaler="tiny-x2")])
     with Image.open(result.paths[0]) as saved:
         assert saved.size == (192, 160)
         assert saved.info["parameters"] == ("a fox\nSteps: 20, Sampler: Euler a, Seed: 3, Postprocess upscale by: 2, "
@@ -149,3 +149,11 @@ def test_the_extras_tab_over_the_page_api(client, upscalers, tmp_path):
     assert len(gallery) == 1 and "Postprocess upscaler: tiny-x2" in info
     with Image.open(gallery[0]["image"]) as image:
         assert image.size == (192, 160)
+
+
+def test_a_batch_with_one_bad_image_writes_nothing(studio, settings, upscalers):
+    before = sorted(settings.outputs_dir.rglob("*.png"))
+    with pytest.raises(RequestError, match="Scale by must be between 1 and 8"):
+        studio.extras([ExtrasRequest(image=photo(), upscaler="tiny-x2"),
+                       ExtrasRequest(image=photo(), upscaler="tiny-x2", scale=20)])
+    assert sorted(settings.outputs_dir.rglob("*.png")) == before

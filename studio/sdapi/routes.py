@@ -275,9 +275,10 @@ class SdApi:
 
     def upscalers(self) -> list[dict]:
         library = self.studio.upscalers
+        files = library.files()
         listed = []
         for name in library.names():
-            file = library.files().get(name)
+            file = files.get(name)
             listed.append({"name": name, "model_name": name if file else None,
                            "model_path": str(file.path) if file else None, "model_url": None,
                            "scale": library.model(name).scale if file else (1 if name == "None" else 4)})
@@ -295,7 +296,7 @@ class SdApi:
 
     def extra_single_image(self, owner: str, payload: dict) -> dict:
         image = decode_image(payload.get("image"), "image", self.max_image_bytes)
-        result = self.studio.extras(self._extras_request(payload, image), owner)
+        [result] = self.studio.extras([self._extras_request(payload, image)], owner)
         return {"html_info": result.infotexts[0], "image": encode_png(result.paths[0])}
 
     def extra_batch_images(self, owner: str, payload: dict) -> dict:
@@ -304,10 +305,8 @@ class SdApi:
             raise ApiError(422, "'imageList' must hold images as {\"data\": base64, \"name\": ...}.")
         images = [decode_image(item.get("data"), f"imageList[{i}]", self.max_image_bytes)
                   for i, item in enumerate(items)]
-        requests = [self._extras_request(payload, image) for image in images]
-        for request in requests:  # every image checked before the first is made
-            request.validate(self.studio.upscalers.names())
-        paths = [self.studio.extras(request, owner).paths[0] for request in requests]
+        results = self.studio.extras([self._extras_request(payload, image) for image in images], owner)
+        paths = [result.paths[0] for result in results]
         return {"html_info": "", "images": [encode_png(path) for path in paths]}
 
     def embeddings(self) -> dict:
@@ -342,10 +341,12 @@ def json_safe(value):
 
 def _state(job) -> dict:
     """A1111's `state` of a caller's job (None: no job)."""
-    running = job is not None
-    return {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "1" if running else "",
-            "job_count": job.items if running else 0, "job_timestamp": "", "job_no": max(0, job.item - 1) if running
-            else 0, "sampling_step": job.done if running else 0, "sampling_steps": job.total if running else 0}
+    state = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "", "job_count": 0,
+             "job_timestamp": "", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
+    if job is not None:
+        state |= {"job": "1", "job_count": job.items, "job_no": max(0, job.item - 1), "sampling_step": job.done,
+                  "sampling_steps": job.total}
+    return state
 
 
 def _png_b64(image) -> str:

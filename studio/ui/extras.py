@@ -66,9 +66,7 @@ def create_tab(studio):
                                       height=int(height or 0) if by_size else 0, upscaler=upscaler,
                                       upscaler_2=upscaler_2, upscaler_2_visibility=upscaler_2_visibility,
                                       tile=int(tile or 0)) for each in images]
-            for each in requests:  # every image checked before the first is made
-                each.validate(studio.upscalers.names())
-            made = [studio.extras(each, history_owner(request)) for each in requests]
+            made = studio.extras(requests, history_owner(request))
             paths = [path for result in made for path in result.paths]
             texts = [text for result in made for text in result.infotexts]
             return [(path, None) for path in publish(paths)], texts[0], texts
