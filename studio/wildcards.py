@@ -74,8 +74,6 @@ class Wildcards:
         prompt, negative = request.prompt, request.negative_prompt
         if not (has_dynamic_parts(prompt) or has_dynamic_parts(negative)):
             return [request]
-        for text in (prompt, negative):
-            self.check(text)
         count = request.batch_size * request.batch_count
         expanded = []
         for k in range(count):
