@@ -208,8 +208,13 @@ def count_values(axis: Axis) -> int:
     kind = AXIS_TYPES.get(axis.type)
     if kind is None or kind.label == NOTHING:
         return 1
+    return len(_values_of(kind, axis))
+
+
+def _values_of(kind: AxisType, axis: Axis) -> list:
+    """An axis' values as written: its list, with number ranges expanded."""
     texts = split_values(axis.values or "")
-    return len(expand_numbers(texts, kind.kind)) if kind.kind in (int, float) else len(texts)
+    return expand_numbers(texts, kind.kind) if kind.kind in (int, float) else texts
 
 
 def read_axis(axis: Axis, request: GenerationRequest, studio, preset: str | None) -> AxisValues:
@@ -222,10 +227,9 @@ def read_axis(axis: Axis, request: GenerationRequest, studio, preset: str | None
         return AxisValues(kind, [None], [""])
     if kind.field and not hasattr(request, kind.field):
         raise RequestError(f"The axis {kind.label!r} does not apply to {request.task}.")
-    texts = split_values(axis.values or "")
-    if not texts:
+    values = _values_of(kind, axis)
+    if not values:
         raise RequestError(f"The {kind.label} axis has no values: write them like '1, 2, 3' or '1-10 (+3)'.")
-    values = expand_numbers(texts, kind.kind) if kind.kind in (int, float) else texts
     if kind.choices is not None:
         choices = kind.choices(studio, preset)
         by_lower = {choice.lower(): choice for choice in choices}
